@@ -1,0 +1,390 @@
+"""Tests for the track stage (stream.track, stream.kalman)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+from stream import kalman
+from stream.config import TrackConfig, load_config
+from stream.track import Tracker, box_iou, linear_assignment
+from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
+
+BASE = load_config().track
+
+
+def cfg(**over: object) -> TrackConfig:
+    return dataclasses.replace(BASE, **over)
+
+
+def dets(boxes: list | np.ndarray, conf: list | float | None = None) -> Detections:
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n = len(b)
+    c = np.full(n, 0.9, np.float32) if conf is None else np.broadcast_to(
+        np.asarray(conf, np.float32), (n,)).copy()
+    return Detections(
+        xyxy=b,
+        area=((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float32),
+        centroid=((b[:, :2] + b[:, 2:]) / 2).astype(np.float32),
+        confidence=c,
+        class_id=np.ones(n, np.int32),
+        instance_map=np.zeros((1, 1), np.int32),
+    )
+
+
+def box(x: float, y: float, w: float = 40, h: float = 40) -> list[float]:
+    return [x, y, x + w, y + h]
+
+
+def row(t: Tracks, track_id: int) -> int:
+    (hits,) = np.nonzero(t.track_id == track_id)
+    assert len(hits) == 1, f"track {track_id} appears {len(hits)} times in {t.track_id}"
+    return int(hits[0])
+
+
+def confirm(tracker: Tracker, b: list[float], frames: int = 3) -> Tracks:
+    out = Tracks.empty()
+    for _ in range(frames):
+        out = tracker.update(dets([b]))
+    return out
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_empty_detections_give_no_tracks() -> None:
+    t = Tracker(cfg())
+    for _ in range(3):
+        out = t.update(Detections.empty())
+        assert len(out) == 0
+        assert out.track_id.dtype == np.int64 and out.xyxy.shape == (0, 4)
+
+
+@pytest.mark.parametrize("min_hits", [1, 2, 3, 5])
+def test_moving_box_keeps_one_id_and_is_confirmed_at_min_hits(min_hits: int) -> None:
+    t = Tracker(cfg(min_hits=min_hits))
+    for frame in range(1, 21):
+        out = t.update(dets([box(10 + 6 * frame, 20 + 2 * frame)]))
+        assert out.track_id.tolist() == [1]
+        assert out.detection_index.tolist() == [0]
+        assert out.age.tolist() == [frame - 1]
+        want = CONFIRMED if frame >= min_hits else TENTATIVE
+        assert out.state[0] == want, f"frame {frame}"
+
+
+def test_tentative_track_missed_once_is_removed() -> None:
+    t = Tracker(cfg(min_hits=3))
+    t.update(dets([box(0, 0)]))
+    t.update(dets([box(2, 0)]))
+    out = t.update(Detections.empty())
+    assert out.track_id.tolist() == [1] and out.state.tolist() == [REMOVED]
+    assert len(t.update(Detections.empty())) == 0
+
+
+@pytest.mark.parametrize("max_lost", [0, 1, 5])
+def test_disappearing_box_goes_lost_then_removed_once(max_lost: int) -> None:
+    t = Tracker(cfg(max_lost_frames=max_lost))
+    confirm(t, box(50, 50))
+    states = [t.update(Detections.empty()).state.tolist() for _ in range(max_lost + 3)]
+    assert states[:max_lost] == [[LOST]] * max_lost
+    assert states[max_lost] == [REMOVED]
+    assert states[max_lost + 1:] == [[], []]
+
+
+@pytest.mark.parametrize(("gap", "max_lost", "same_id"), [
+    (1, 5, True),
+    (5, 5, True),   # lost for exactly max_lost frames: still recoverable
+    (6, 5, False),  # removed on the 6th miss: the item comes back as a new track
+])
+def test_reappearance_within_max_lost_keeps_id(gap: int, max_lost: int, same_id: bool) -> None:
+    t = Tracker(cfg(max_lost_frames=max_lost))
+    confirm(t, box(100, 100))
+    for _ in range(gap):
+        t.update(Detections.empty())
+    out = t.update(dets([box(100, 100)]))
+    live = out.state != REMOVED
+    if same_id:
+        assert out.track_id[live].tolist() == [1]
+        assert out.state[live].tolist() == [CONFIRMED]
+    else:
+        assert out.track_id[live].tolist() == [2]
+        assert out.state[live].tolist() == [TENTATIVE]
+    assert out.detection_index[live].tolist() == [0]
+
+
+@pytest.mark.parametrize(("speed", "dy"), [(4, 10), (8, 10), (8, 20)])
+def test_two_crossing_boxes_keep_their_ids(speed: int, dy: int) -> None:
+    t = Tracker(cfg())
+    ids: dict[str, int] = {}
+    for frame in range(60):
+        a = box(0 + speed * frame, 100)
+        b = box(400 - speed * frame, 100 + dy)
+        order = ["a", "b"] if frame % 2 else ["b", "a"]  # detection order must not matter
+        out = t.update(dets([a if k == "a" else b for k in order]))
+        for tid, di in zip(out.track_id.tolist(), out.detection_index.tolist(), strict=True):
+            assert di >= 0, f"frame {frame}: track {tid} unmatched"
+            assert ids.setdefault(order[di], tid) == tid, f"frame {frame}: ids swapped"
+    assert sorted(ids.values()) == [1, 2]
+
+
+# ---------------------------------------------------------------- two-stage matching
+
+
+@pytest.mark.parametrize(("existing", "conf", "want_state", "want_index"), [
+    ("none", 0.4, None, None),           # a weak detection never starts a track
+    ("none", 0.1, None, None),           # below low_threshold: ignored
+    ("confirmed", 0.4, CONFIRMED, 0),    # a weak detection keeps a tracked item alive
+    ("confirmed", 0.1, LOST, -1),        # below low_threshold: the track is missed
+    ("lost", 0.4, LOST, -1),             # lost tracks only come back on confident detections
+    ("lost", 0.9, CONFIRMED, 0),
+])
+def test_low_confidence_detection(existing: str, conf: float, want_state: int | None,
+                                  want_index: int | None) -> None:
+    t = Tracker(cfg(high_threshold=0.6, low_threshold=0.3, new_track_threshold=0.6))
+    if existing != "none":
+        confirm(t, box(10, 10))
+    if existing == "lost":
+        t.update(Detections.empty())
+    out = t.update(dets([box(10, 10)], conf))
+    if want_state is None:
+        assert len(out) == 0
+        return
+    assert out.track_id.tolist() == [1]
+    assert out.state.tolist() == [want_state]
+    assert out.detection_index.tolist() == [want_index]
+    if want_index == 0:
+        assert out.score[0] == pytest.approx(conf)
+
+
+def test_new_track_threshold_above_high_threshold() -> None:
+    t = Tracker(cfg(high_threshold=0.5, new_track_threshold=0.8, min_hits=1))
+    assert len(t.update(dets([box(0, 0)], 0.6))) == 0  # confident enough to match, not to start
+    t.update(dets([box(0, 0)], 0.9))
+    out = t.update(dets([box(0, 0)], 0.6))
+    assert out.track_id.tolist() == [1] and out.detection_index.tolist() == [0]
+
+
+def test_far_detection_does_not_match() -> None:
+    t = Tracker(cfg(min_hits=1))
+    t.update(dets([box(0, 0)]))
+    out = t.update(dets([box(300, 300)]))
+    assert sorted(zip(out.track_id.tolist(), out.state.tolist(), out.detection_index.tolist(),
+                      strict=True)) == [(1, LOST, -1), (2, CONFIRMED, 0)]
+
+
+@pytest.mark.parametrize(("weight", "follows"), [(0.0, "position"), (0.9, "appearance")])
+def test_appearance_weight_decides_between_overlapping_boxes(weight: float, follows: str) -> None:
+    t = Tracker(cfg(appearance_weight=weight, min_hits=1, match_iou=0.3))
+    left, right = box(0, 0), box(10, 0)  # IoU 0.6: both pairings pass the gate
+    emb = np.eye(2, 8, dtype=np.float32)
+    for _ in range(3):
+        first = t.update(dets([left, right]), emb)
+    swapped = t.update(dets([left, right]), emb[::-1].copy())
+    for k, tid in enumerate(first.track_id.tolist()):
+        before = int(first.detection_index[k])
+        after = int(swapped.detection_index[row(swapped, tid)])
+        assert after == (before if follows == "position" else 1 - before)
+
+
+@pytest.mark.parametrize(("emb", "error"), [
+    (np.zeros((1, 4), np.float64), TypeError),
+    (np.zeros(4, np.float32), TypeError),
+    ([[1.0, 0.0]], TypeError),
+    (np.zeros((2, 4), np.float32), ValueError),
+])
+def test_bad_embeddings_are_rejected(emb: object, error: type[Exception]) -> None:
+    t = Tracker(cfg(appearance_weight=0.5))
+    with pytest.raises(error, match="embedding"):
+        t.update(dets([box(0, 0)]), emb)  # type: ignore[arg-type]
+
+
+def test_embedding_dimension_change_is_rejected() -> None:
+    t = Tracker(cfg(appearance_weight=0.5))
+    t.update(dets([box(0, 0)]), np.ones((1, 4), np.float32) / 2)
+    with pytest.raises(ValueError, match="reset"):
+        t.update(dets([box(0, 0)]), np.ones((1, 8), np.float32))
+
+
+def test_low_threshold_above_high_is_rejected() -> None:
+    with pytest.raises(ValueError, match="low_threshold"):
+        Tracker(cfg(low_threshold=0.8, high_threshold=0.5))
+
+
+# ---------------------------------------------------------------- instances, reset, contract
+
+
+def test_two_trackers_have_independent_ids() -> None:
+    a, b = Tracker(cfg(min_hits=1)), Tracker(cfg(min_hits=1))
+    assert a.update(dets([box(0, 0), box(100, 0)])).track_id.tolist() == [1, 2]
+    assert b.update(dets([box(0, 0)])).track_id.tolist() == [1]
+    assert a.update(dets([box(0, 0), box(100, 0), box(200, 0)])).track_id.tolist() == [1, 2, 3]
+
+
+def test_reset_clears_tracks_and_never_reuses_ids() -> None:
+    t = Tracker(cfg(min_hits=1))
+    t.update(dets([box(0, 0), box(100, 0)]))
+    t.reset()
+    assert len(t.update(Detections.empty())) == 0
+    assert t.update(dets([box(0, 0)])).track_id.tolist() == [3]
+
+
+def test_detection_index_points_at_the_matched_box() -> None:
+    rng = np.random.default_rng(1)
+    t = Tracker(cfg(min_hits=1))
+    starts = np.array([[x, y] for x in (0, 200, 400) for y in (0, 200)], np.float32)
+    for frame in range(10):
+        xy = starts + frame * 3
+        perm = rng.permutation(len(xy))
+        boxes = np.concatenate([xy, xy + 50], axis=1)[perm]
+        out = t.update(dets(boxes))
+        assert len(out) == len(boxes)
+        iou = box_iou(out.xyxy, boxes)
+        assert out.detection_index.tolist() == iou.argmax(axis=1).tolist()
+        assert (iou.max(axis=1) > 0.9).all()
+
+
+def test_inputs_are_not_mutated() -> None:
+    t = Tracker(cfg(appearance_weight=0.5, min_hits=1))
+    for frame in range(8):
+        d = dets([box(5 * frame, 0), box(300, 5 * frame)], [0.9, 0.4])
+        emb = np.eye(2, 4, dtype=np.float32)
+        before = {f.name: getattr(d, f.name).copy() for f in dataclasses.fields(d)}
+        for f in dataclasses.fields(d):
+            getattr(d, f.name).flags.writeable = False
+        emb.flags.writeable = False
+        t.update(d, emb)
+        for name, arr in before.items():
+            np.testing.assert_array_equal(getattr(d, name), arr)
+
+
+def test_returned_arrays_are_not_the_trackers_state() -> None:
+    t = Tracker(cfg(min_hits=1))
+    out = t.update(dets([box(0, 0)]))
+    out.xyxy[:] = 999
+    out.state[:] = REMOVED
+    again = t.update(dets([box(0, 0)]))
+    assert again.state.tolist() == [CONFIRMED] and again.xyxy[0, 0] < 10
+
+
+def test_deterministic() -> None:
+    rng = np.random.default_rng(7)
+    frames = [dets(rng.uniform(0, 300, (6, 2)).repeat(2, axis=1)[:, [0, 2, 1, 3]]
+                   + [0, 0, 40, 40], rng.uniform(0, 1, 6)) for _ in range(30)]
+    a, b = Tracker(cfg()), Tracker(cfg())
+    for d in frames:
+        x, y = a.update(d), b.update(d)
+        for f in dataclasses.fields(x):
+            np.testing.assert_array_equal(getattr(x, f.name), getattr(y, f.name))
+
+
+# ---------------------------------------------------------------- properties
+
+
+frame_strategy = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 4), st.floats(0.0, 1.0)),
+    max_size=6,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(frames=st.lists(frame_strategy, max_size=25), min_hits=st.integers(1, 3),
+       max_lost=st.integers(0, 3))
+def test_property_ids_and_indices(frames: list, min_hits: int, max_lost: int) -> None:
+    """Coarse grid boxes (lots of overlap and ambiguity) against the tracker's invariants."""
+    t = Tracker(cfg(min_hits=min_hits, max_lost_frames=max_lost))
+    removed: set[int] = set()
+    alive: set[int] = set()
+    highest = 0
+    for frame in frames:
+        boxes = [[20 * x, 20 * y, 20 * x + 15 * s, 20 * y + 15 * s] for x, y, s, _ in frame]
+        d = dets(np.array(boxes, np.float32).reshape(-1, 4), [c for *_, c in frame])
+        out = t.update(d)
+        ids = out.track_id.tolist()
+        assert len(set(ids)) == len(ids), "an id twice in one frame"
+        assert not set(ids) & removed, "a removed id came back"
+        assert alive <= set(ids), "a live track vanished without a REMOVED row"
+        new = set(ids) - alive
+        assert all(i > highest for i in new), "a new track reused an id"
+        highest = max([highest, *ids])
+        di = out.detection_index
+        assert ((di >= -1) & (di < len(d))).all()
+        matched = di[di >= 0]
+        assert len(np.unique(matched)) == len(matched), "a detection matched twice"
+        assert (out.state[out.age == 0] != LOST).all()
+        gone = out.state == REMOVED
+        removed |= set(out.track_id[gone].tolist())
+        alive = set(out.track_id[~gone].tolist())
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 9), m=st.integers(0, 9), seed=st.integers(0, 2**32 - 1),
+       integer=st.booleans())
+def test_linear_assignment_matches_scipy(n: int, m: int, seed: int, integer: bool) -> None:
+    rng = np.random.default_rng(seed)
+    cost = rng.integers(0, 4, (n, m)).astype(float) if integer else rng.normal(size=(n, m))
+    rows, cols = linear_assignment(cost)
+    ref_rows, ref_cols = linear_sum_assignment(cost)
+    assert len(rows) == len(ref_rows) == min(n, m)
+    assert rows.tolist() == sorted(rows.tolist())
+    assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+    # Ties (integer costs) may pick another optimum: compare the optimal cost, not the pairs.
+    assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum(), abs=1e-9)
+    if not integer:
+        assert cols.tolist() == ref_cols.tolist()
+
+
+def test_linear_assignment_rejects_non_finite_costs() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        linear_assignment(np.array([[0.0, np.inf]]))
+
+
+box_strategy = st.tuples(st.floats(0, 100), st.floats(0, 100), st.floats(0, 50), st.floats(0, 50)).map(
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=st.lists(box_strategy, max_size=5), b=st.lists(box_strategy, max_size=5))
+def test_box_iou_against_a_slow_reference(a: list, b: list) -> None:
+    def ref(p: list, q: list) -> float:
+        iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+        ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+        union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - iw * ih
+        return iw * ih / union if union > 0 else 0.0
+
+    got = box_iou(np.array(a).reshape(-1, 4), np.array(b).reshape(-1, 4))
+    want = np.array([[ref(p, q) for q in b] for p in a]).reshape(len(a), len(b))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert ((got >= 0) & (got <= 1 + 1e-12)).all()
+
+
+# ---------------------------------------------------------------- Kalman filter
+
+
+def test_kalman_learns_constant_velocity() -> None:
+    truth = np.array([[100.0, 50.0, 40.0, 30.0]])
+    velocity = np.array([[5.0, -2.0, 0.5, 0.0]])
+    mean, cov = kalman.initiate(truth)
+    for _ in range(15):
+        truth = truth + velocity
+        mean, cov = kalman.predict(mean, cov)
+        mean, cov = kalman.update(mean, cov, truth)
+    mean, _ = kalman.predict(mean, cov)
+    np.testing.assert_allclose(mean[0, :4], (truth + velocity)[0], atol=0.5)
+    np.testing.assert_allclose(mean[0, 4:], velocity[0], atol=0.2)
+
+
+def test_kalman_does_not_mutate_and_keeps_covariance_symmetric() -> None:
+    mean, cov = kalman.initiate(np.array([[10.0, 10.0, 0.0, 0.0], [50.0, 50.0, 20.0, 10.0]]))
+    m0, c0 = mean.copy(), cov.copy()
+    pm, pc = kalman.predict(mean, cov)
+    um, uc = kalman.update(pm, pc, np.array([[11.0, 10.0, 1.0, 1.0], [52.0, 50.0, 20.0, 10.0]]))
+    np.testing.assert_array_equal(mean, m0)
+    np.testing.assert_array_equal(cov, c0)
+    assert np.isfinite(um).all() and np.isfinite(uc).all()
+    np.testing.assert_allclose(uc, uc.transpose(0, 2, 1), atol=1e-9)
+    assert (np.linalg.eigvalsh(uc) > 0).all()
