@@ -75,6 +75,7 @@ class TrackConfig:
     min_hits: int = bounded(1, 1000)
     max_lost_frames: int = bounded(0, 100000)
     appearance_weight: float = bounded(0.0, 1.0)
+    embedding_momentum: float = bounded(0.0, 1.0)
 
 
 @dataclass(frozen=True)
