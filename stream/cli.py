@@ -1,0 +1,319 @@
+"""The command line: the only place that reads the environment, owns the terminal and sets up logging.
+
+Known failures (bad config, missing model, bad source, catalog from another embedder...) end with one
+line on stderr and exit 2; anything unexpected ends with one line and exit 1 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from stream.config import Config, ConfigError, load_config
+
+log = logging.getLogger("checkout-stream")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(RuntimeError):
+    """A user-facing failure that needs one line, not a traceback."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from stream.catalog import CatalogError
+    from stream.onnx_model import ModelError
+    from stream.sinks import SinkError
+    from stream.source import SourceError
+
+    return (ConfigError, CliError, ModelError, CatalogError, SinkError, SourceError, OSError)
+
+
+# ------------------------------------------------------------------------------------- building
+
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    overrides: dict[str, Any] = dict(extra or {})
+    if getattr(args, "realtime", False):
+        overrides["source.realtime"] = True
+    if getattr(args, "events", None):
+        overrides["events.sinks"] = list(args.events)
+    if getattr(args, "provider", None):
+        overrides["segment.model.provider"] = args.provider
+        overrides["classify.model.provider"] = args.provider
+    token = os.environ.get("CHECKOUT_STREAM_TOKEN")
+    if token:
+        overrides["events.token"] = token
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _recognition(cfg: Config, catalog_dir: Path | None, photos: dict | None = None) -> tuple[Any, Any]:
+    """(embedder, catalog) or (None, None) when there is no catalog to recognise against."""
+    from stream.catalog import Catalog
+    from stream.embed import Embedder
+
+    if catalog_dir is None and photos is None:
+        log.warning("no --catalog given: items are tracked and reported as unrecognised")
+        return None, None
+    embedder = Embedder(cfg.classify.model)
+    if photos is not None:
+        return embedder, Catalog.from_images(photos, embedder, cfg.catalog)
+    return embedder, Catalog.load(catalog_dir, embedder, cfg.catalog)
+
+
+def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: Path | None) -> list:
+    from stream.display import Recorder, Window, display_available
+    from stream.overlay import Overlay
+
+    overlay = Overlay(cfg.overlay)
+    outputs: list = []
+    show = not args.no_display and display_available()
+    if not args.no_display and not show:
+        log.info("no display available (headless OpenCV or no $DISPLAY): not opening a window")
+    if show:
+        outputs.append(Window(overlay, cfg.overlay.window_name))
+    record = args.record or (None if show else default_record)
+    if record is not None:
+        outputs.append(Recorder(overlay, Path(record), fps))
+        log.warning("recording the annotated video to %s", record)
+    return outputs
+
+
+def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: dict | None = None,
+         default_record: Path | None = None) -> int:
+    from stream.boxes import BoxExtractor
+    from stream.classify import Classifier
+    from stream.events import EventFactory
+    from stream.pipeline import Pipeline
+    from stream.runtime import Runtime, open_frames_log, write_summary
+    from stream.segment import Segmenter
+    from stream.sinks import SinkSet, make_sinks
+    from stream.track import Tracker
+
+    stop = threading.Event()
+    segmenter = Segmenter(cfg.segment)
+    embedder, catalog = _recognition(cfg, getattr(args, "catalog", None), photos)
+    sinks = SinkSet(make_sinks(cfg.events.sinks, cfg.events))
+    holder: dict[str, Runtime] = {}
+
+    def on_status(kind: str, detail: dict) -> None:
+        if "rt" in holder:
+            holder["rt"].on_status(kind, detail)
+
+    source = make_source(cfg, on_status, stop)
+    events = EventFactory(uuid.uuid4().hex, source.name)
+    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track),
+                        Classifier(cfg.classify, embedder, catalog), events)
+    frames_log = open_frames_log(args.frames_log)
+    rt = Runtime(source, pipeline, events, sinks,
+                 _outputs(args, cfg, getattr(source, "fps", None) or 30.0, default_record),
+                 threaded=cfg.runtime.threaded, stats_interval_s=cfg.runtime.stats_interval_s,
+                 shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop)
+    holder["rt"] = rt
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        summary = rt.run()
+    finally:
+        if frames_log is not None:
+            frames_log.close()
+    write_summary(summary, sys.stderr)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream.source import open_source
+
+    cfg = _config(args)
+    if args.catalog is not None and not Path(args.catalog).is_dir():
+        raise CliError(f"catalog {args.catalog} is not a folder (build one: checkout-stream catalog build)")
+    return _run(args, cfg, lambda c, cb, stop: open_source(args.source, c.source, cb, stop))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import SceneSource, demo_photos
+    from stream.scene import CheckoutScene
+
+    cfg = _config(args)
+    scene = CheckoutScene(seed=args.seed, duration_s=args.duration)
+    default_record = Path(args.record) if args.record else Path(tempfile.gettempdir()) / "checkout-stream-demo.mp4"
+    return _run(args, cfg, lambda c, cb, stop: SceneSource(scene, realtime=not args.fast, loop=args.loop,
+                                                          stop=stop),
+                photos=demo_photos(), default_record=default_record)
+
+
+def cmd_catalog_build(args: argparse.Namespace) -> int:
+    from stream.catalog import Catalog
+    from stream.embed import Embedder
+
+    cfg = _config(args)
+    embedder = Embedder(cfg.classify.model)
+    catalog = Catalog.build(Path(args.photos), embedder, cfg.catalog, progress=not args.quiet)
+    catalog.save(Path(args.output))
+    info = catalog.info()
+    print(f"catalog {args.output}: {info.get('products')} products, {info.get('vectors')} images")
+    return EXIT_OK
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    from stream.catalog import Catalog
+    from stream.embed import Embedder
+
+    cfg = _config(args)
+    embedder = Embedder(cfg.classify.model)
+    catalog = Catalog.load(Path(args.catalog), embedder, cfg.catalog)
+    catalog.add(Path(args.photos), embedder)
+    catalog.save(Path(args.catalog))
+    info = catalog.info()
+    print(f"catalog {args.catalog}: {info.get('products')} products, {info.get('vectors')} images")
+    return EXIT_OK
+
+
+def cmd_catalog_info(args: argparse.Namespace) -> int:
+    manifest = Path(args.catalog) / "manifest.json"
+    sidecar = Path(args.catalog) / "catalog.json"
+    if not manifest.is_file() or not sidecar.is_file():
+        raise CliError(f"{args.catalog} is not a catalog (no manifest.json/catalog.json)")
+    info = json.loads(manifest.read_text())
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
+def cmd_eval_catalog(args: argparse.Namespace) -> int:
+    from stream.eval_catalog import eval_catalog, format_table
+
+    cfg = _config(args)
+    result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog,
+                          progress=not args.json)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return EXIT_OK
+
+
+def cmd_eval_segment(args: argparse.Namespace) -> int:
+    from stream.eval_segment import eval_segment, format_table
+
+    cfg = _config(args)
+    result = eval_segment(Path(args.images), Path(args.masks), cfg.segment, cfg.boxes,
+                          progress=not args.json)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------- parser
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file overriding configs/default.yaml")
+    p.add_argument("--provider", choices=("auto", "tensorrt", "cuda", "cpu"),
+                   help="ONNX Runtime provider for both models (default: from config, auto)")
+
+
+def _live(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-display", action="store_true", help="never open a window")
+    p.add_argument("--record", metavar="FILE", help="write the annotated video to FILE (.mp4)")
+    p.add_argument("--events", metavar="SPEC", action="append",
+                   help="event sink: stdout, tcp://127.0.0.1:PORT or jsonl:FILE (repeatable; default stdout)")
+    p.add_argument("--frames-log", metavar="FILE", type=Path,
+                   help="one JSON line per processed frame: times, frame age, confirmed tracks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="checkout-stream",
+        description="Segment, track and recognise items on a checkout counter from a camera, file or RTSP URL.")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="process a video file, RTSP/HTTP URL or USB camera")
+    p.add_argument("source", help="video file, rtsp://..., http(s)://..., camera index (0) or /dev/videoN")
+    p.add_argument("--catalog", metavar="DIR", type=Path, help="catalog built with `catalog build`")
+    p.add_argument("--realtime", action="store_true", help="pace files at their own frame rate, like a camera")
+    _common(p)
+    _live(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run on a built-in synthetic checkout scene (needs nothing else)")
+    p.add_argument("--loop", action="store_true", help="repeat the scene until interrupted")
+    p.add_argument("--fast", action="store_true", help="process as fast as possible instead of at 30 fps")
+    p.add_argument("--duration", type=float, default=60.0, metavar="S", help="scene length in seconds (60)")
+    p.add_argument("--seed", type=int, default=0, help="scene variant (0)")
+    _common(p)
+    _live(p)
+    p.set_defaults(func=cmd_demo)
+
+    cat = sub.add_parser("catalog", help="build, extend or inspect a product catalog").add_subparsers(
+        dest="catalog_command", required=True, metavar="ACTION")
+    p = cat.add_parser("build", help="embed PHOTOS/<product>/*.jpg (or PHOTOS/<product>.jpg) into a catalog")
+    p.add_argument("photos", help="folder of product photos")
+    p.add_argument("-o", "--output", required=True, help="catalog folder to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_catalog_build)
+    p = cat.add_parser("add", help="add products or photos to a catalog without a rebuild")
+    p.add_argument("catalog", help="existing catalog folder")
+    p.add_argument("photos", help="folder of product photos to add")
+    _common(p)
+    p.set_defaults(func=cmd_catalog_add)
+    p = cat.add_parser("info", help="print a catalog's manifest")
+    p.add_argument("catalog", help="catalog folder")
+    p.set_defaults(func=cmd_catalog_info)
+
+    ev = sub.add_parser("eval", help="measure recognition or segmentation on your data").add_subparsers(
+        dest="eval_command", required=True, metavar="WHAT")
+    p = ev.add_parser("catalog", help="top-1/top-5 of the embedder + catalog")
+    p.add_argument("--gallery", required=True, help="DIR/<product>/*.jpg or DIR/<product>.jpg (the catalog)")
+    p.add_argument("--queries", required=True, help="DIR/<product>/*.jpg (photos to recognise)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(p)
+    p.set_defaults(func=cmd_eval_catalog)
+    p = ev.add_parser("segment", help="foreground IoU, instance precision/recall, touching-pair separation")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--masks", required=True, help="instance-mask PNGs with the images' file stems")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(p)
+    p.set_defaults(func=cmd_eval_segment)
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="checkout-stream: %(levelname)s: %(message)s")
+    for noisy in ("numba", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.debug)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        if args.debug:
+            raise
+        known = isinstance(exc, _known_errors())
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if known else f" ({type(exc).__name__}; run with --debug for details)"
+        print(f"checkout-stream: error: {text}{hint}", file=sys.stderr)
+        return EXIT_USAGE if known else EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The built-in demo: a rendered checkout scene as a camera, and a catalog of its products."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from stream.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
+from stream.types import Frame
+
+PACKSHOT_VIEWS = 3  # catalog photos per demo product (small pose and lighting variations)
+
+
+class SceneSource:
+    """A CheckoutScene read like a camera: paced at the scene's frame rate when ``realtime``."""
+
+    is_live = False
+
+    def __init__(self, scene: CheckoutScene, *, realtime: bool = True, loop: bool = False,
+                 stop: threading.Event | None = None) -> None:
+        self.scene = scene
+        self.realtime = realtime
+        self.loop = loop
+        self.name = f"demo:seed={scene.seed}"
+        self._stop = stop or threading.Event()
+        self._n = scene.scene_length_frames
+        self._i = 0
+        self._t0: float | None = None
+        self.fps = scene.fps
+
+    def read(self) -> Frame | None:
+        if self._stop.is_set() or (self._i >= self._n and not self.loop):
+            return None
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        if self.realtime:
+            due = self._t0 + self._i / self.scene.fps
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return None
+        rendered = self.scene.render(self._i % self._n)
+        frame = Frame(rendered.image, self._i, time.monotonic(), time.time(), self.name)
+        self._i += 1
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def demo_photos() -> dict[str, list]:
+    """A few packshots of every demo product: the photos a retailer would put in the catalog."""
+    return {pid: [render_packshot(pid, seed=s) for s in range(PACKSHOT_VIEWS)] for pid in DEMO_PRODUCTS}

@@ -1,0 +1,148 @@
+"""The stages composed, with no threads: frame in, FrameResult (tracks, labels, events) out.
+
+``detect`` (segment + boxes) and ``update`` (track + classify + item events) are separate so the
+runtime can run them on two threads; ``process`` runs both in order (the one-thread baseline). The
+item lifecycle lives here: ``item.entered`` when a track is first confirmed, ``item.classified``
+when its label first settles or changes, ``item.left`` when a confirmed track is removed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stream.types import (
+    CONFIRMED,
+    REMOVED,
+    Detections,
+    Frame,
+    FrameResult,
+    Label,
+    SegMap,
+    StageTimes,
+    Tracks,
+    TrackView,
+)
+
+
+class SegmenterLike(Protocol):
+    def segment(self, image: np.ndarray) -> SegMap: ...
+
+
+class BoxesLike(Protocol):
+    def extract(self, segmap: SegMap) -> Detections: ...
+
+
+class TrackerLike(Protocol):
+    def update(self, detections: Detections) -> Tracks: ...
+    def reset(self) -> None: ...
+
+
+class ClassifierLike(Protocol):
+    def update(self, frame: Frame, detections: Detections, tracks: Tracks) -> dict[int, Label]: ...
+    def label(self, track_id: int) -> Label | None: ...
+    def reset(self) -> None: ...
+
+
+class EventsLike(Protocol):
+    def item(self, type: str, frame: Frame, track_id: int, bbox: object, label: Label | None) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What ``detect`` hands to ``update``."""
+
+    frame: Frame
+    detections: Detections
+    segment_ms: float
+    boxes_ms: float
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _bbox(xyxy: np.ndarray) -> list[float]:
+    return [round(float(v), 1) for v in xyxy]
+
+
+class Pipeline:
+    def __init__(self, segmenter: SegmenterLike, boxes: BoxesLike, tracker: TrackerLike,
+                 classifier: ClassifierLike, events: EventsLike) -> None:
+        self.segmenter = segmenter
+        self.boxes = boxes
+        self.tracker = tracker
+        self.classifier = classifier
+        self.events = events
+        self._entered: dict[int, list[float]] = {}  # confirmed track -> its last confirmed box
+        self._size: tuple[int, int] | None = None
+        self._last: Frame | None = None
+
+    def detect(self, frame: Frame) -> Detected:
+        t0 = time.perf_counter()
+        segmap = self.segmenter.segment(frame.image)
+        t1 = time.perf_counter()
+        detections = self.boxes.extract(segmap)
+        return Detected(frame, detections, (t1 - t0) * 1000.0, _ms(t1))
+
+    def update(self, detected: Detected) -> FrameResult:
+        frame, dets = detected.frame, detected.detections
+        events: list[dict] = []
+        if self._size is not None and frame.size != self._size:
+            events += self.finish()  # new geometry: every item so far has left the picture
+            self.tracker.reset()
+            self.classifier.reset()
+        self._size = frame.size
+        self._last = frame
+        t0 = time.perf_counter()
+        tracks = self.tracker.update(dets)
+        t1 = time.perf_counter()
+        changed = self.classifier.update(frame, dets, tracks)
+        t2 = time.perf_counter()
+        views = []
+        for i, tid in enumerate(tracks.track_id.tolist()):
+            state = int(tracks.state[i])
+            box = _bbox(tracks.xyxy[i])
+            if state == REMOVED:
+                events += self._left(tid, frame)
+                continue
+            if state == CONFIRMED and tid not in self._entered:
+                events.append(self.events.item("item.entered", frame, tid, box, self.classifier.label(tid)))
+            if state == CONFIRMED:
+                self._entered[tid] = box
+            if tid in changed:
+                events.append(self.events.item("item.classified", frame, tid, box, changed[tid]))
+            if state == CONFIRMED:
+                views.append(TrackView(tid, tuple(box), int(tracks.detection_index[i]),  # type: ignore[arg-type]
+                                       self.classifier.label(tid)))
+        times = StageTimes(segment=detected.segment_ms, boxes=detected.boxes_ms,
+                           track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0)
+        return FrameResult(frame, dets, tuple(views), tuple(events), times)
+
+    def process(self, frame: Frame) -> FrameResult:
+        return self.update(self.detect(frame))
+
+    def _left(self, track_id: int, frame: Frame) -> list[dict]:
+        box = self._entered.pop(track_id, None)
+        if box is None:
+            return []  # never confirmed: it never entered, so it does not leave
+        return [self.events.item("item.left", frame, track_id, box, self.classifier.label(track_id))]
+
+    def finish(self) -> list[dict]:
+        """``item.left`` for every item still present (end of stream, new geometry)."""
+        events: list[dict] = []
+        if self._last is None:
+            return events
+        for tid in list(self._entered):
+            events += self._left(tid, self._last)
+        return events
+
+    def reset(self) -> None:
+        self._entered.clear()
+        self._size = None
+        self._last = None
+        self.tracker.reset()
+        self.classifier.reset()
