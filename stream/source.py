@@ -1,0 +1,247 @@
+"""Video sources: files, network streams and cameras behind one blocking ``read()``.
+
+``open_source(spec, cfg)`` picks the kind from the spec: an ``rtsp://``/``rtsps://``/``http(s)://``
+URL is a network stream, an integer or ``/dev/videoN`` is a camera, anything else a video file.
+Files end; live sources (network, camera) never end by themselves: an outage is reported through
+``on_status`` and retried forever with capped, jittered backoff until ``stop`` is set.
+
+Live sources live in ``stream.source_net``, the shared interface in ``stream.source_base``; this
+module holds the file reader, ``open_source`` and ``LatestFrameSlot`` (the one-slot buffer that
+keeps capture from queueing stale frames).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import av
+import av.error
+
+from stream.config import SourceConfig
+from stream.source_base import (
+    DamagedStream,
+    Source,
+    SourceError,
+    StatusCallback,
+    configure_decoder,
+    decode_video,
+    describe,
+    redact,
+)
+from stream.source_net import CameraSource, NetworkSource
+from stream.types import Frame
+
+__all__ = [
+    "CameraSource",
+    "FileSource",
+    "LatestFrameSlot",
+    "NetworkSource",
+    "Source",
+    "SourceError",
+    "open_source",
+    "redact",
+]
+
+log = logging.getLogger(__name__)
+
+# URL schemes a spec may use; each must also be listed in source.allowed_protocols.
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+# A PTS step longer than this is a discontinuity (wrap, splice), not a frame duration.
+MAX_FRAME_STEP_S = 10.0
+# A realtime file that has fallen this far behind its schedule (slow consumer) re-anchors instead of
+# bursting frames to catch up, as a camera would.
+MAX_PACING_LAG_S = 0.5
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_CAMERA = re.compile(r"^(\d+|/dev/video\d+)$")
+
+
+class FileSource(Source):
+    """Decodes a video file with PyAV, as fast as possible or paced at its own frame rate."""
+
+    is_live = False
+
+    def __init__(self, path: Path, cfg: SourceConfig, stop: threading.Event | None = None) -> None:
+        self.name = str(path)
+        self.decode_errors = 0
+        self.reconnects = 0
+        self._cfg = cfg
+        self._stop = stop if stop is not None else threading.Event()
+        self._index = 0
+        self._closed = False
+        self._due: float | None = None  # monotonic time the next paced frame is due
+        self._last_pts_s: float | None = None
+        hint = "expected a video file FFmpeg can read (mp4, mkv, avi, gif, ...)"
+        try:
+            self._container = av.open(str(path))
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot open {path}: {describe(exc)}; {hint}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"{path} has no video stream; {hint}")
+        self._stream = self._container.streams.video[0]
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self._nominal_step = 1.0 / float(rate) if rate and float(rate) > 0 else 1.0 / 25.0
+        configure_decoder(self._stream, cfg, threaded=True)
+        cc = self._stream.codec_context
+        try:
+            cc.open(strict=False)  # surface a refused size or missing decoder now, not mid-run
+        except av.error.FFmpegError as exc:
+            self._container.close()
+            w, h = cc.width, cc.height
+            if w * h > cfg.max_pixels:
+                raise SourceError(
+                    f"{path}: frames of {w}x{h} exceed source.max_pixels={cfg.max_pixels}; "
+                    "raise source.max_pixels to accept them"
+                ) from None
+            raise SourceError(f"{path}: cannot open the {cc.name} decoder: {describe(exc)}") from None
+        self._frames = decode_video(self._container, self._stream, self._count_error)
+        log.debug("opened %s (%s, %dx%d)", self.name, cc.name, cc.width, cc.height)
+
+    def _count_error(self, exc: Exception) -> None:
+        self.decode_errors += 1
+        log.debug("%s: undecodable packet: %s", self.name, describe(exc))
+
+    def read(self) -> Frame | None:
+        if self._closed or self._stop.is_set():
+            return None
+        try:
+            vframe = next(self._frames, None)
+        except (av.error.FFmpegError, DamagedStream) as exc:
+            log.warning("%s: stopped reading at frame %d: %s", self.name, self._index, describe(exc))
+            vframe = None
+        if vframe is None:
+            self._finish()
+            return None
+        image = vframe.to_ndarray(format="bgr24")
+        if self._cfg.realtime and not self._pace(vframe.time):
+            return None
+        frame = Frame(image=image, index=self._index, t_capture=time.monotonic(),
+                      utc_capture=time.time(), source=self.name)
+        self._index += 1
+        return frame
+
+    def _pace(self, pts_s: float | None) -> bool:
+        """Wait until this frame is due; False when ``stop`` was set meanwhile.
+
+        The step between frames is the PTS difference when it is plausible, else the nominal
+        frame duration (PTS may be missing, repeat or jump).
+        """
+        now = time.monotonic()
+        if self._due is None:
+            self._due = now
+        else:
+            step = self._nominal_step
+            if pts_s is not None and self._last_pts_s is not None:
+                delta = pts_s - self._last_pts_s
+                if 0.0 < delta <= MAX_FRAME_STEP_S:
+                    step = delta
+            self._due += step
+            if self._due < now - MAX_PACING_LAG_S:
+                self._due = now
+        if pts_s is not None:
+            self._last_pts_s = pts_s
+        wait = self._due - now
+        return not (wait > 0 and self._stop.wait(wait))
+
+    def _finish(self) -> None:
+        if not self._closed and self.decode_errors:
+            log.warning("%s: ended after %d frames; %d packets could not be decoded (damaged file?)",
+                        self.name, self._index, self.decode_errors)
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+
+class LatestFrameSlot:
+    """A thread-safe one-frame buffer between a capture thread and a slower consumer.
+
+    ``put`` replaces an unread frame (counted in ``dropped``) instead of queueing it, so the consumer
+    always gets the newest frame and capture never waits: lag stays flat however slow the consumer.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        """Offer the newest frame; ignored after ``close()``."""
+        with self._cond:
+            if self._closed:
+                return
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.put_count += 1
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The newest unread frame, waiting up to ``timeout`` s (None: forever); None on timeout or
+        once closed and drained."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        """Wake every waiter; later ``get`` calls return what is left, then None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _camera_device(spec: str) -> int | str | None:
+    if not _CAMERA.match(spec):
+        return None
+    return int(spec) if spec.isdigit() else spec
+
+
+def open_source(
+    spec: str,
+    cfg: SourceConfig,
+    on_status: StatusCallback | None = None,
+    stop: threading.Event | None = None,
+) -> Source:
+    """Open a video file, a network stream URL or a camera (index or /dev/videoN).
+
+    Raises SourceError for a spec that can never work (missing file, unknown or disallowed scheme).
+    Live sources do not connect here: they connect (and reconnect) on ``read()``, reporting
+    ``source.offline`` / ``source.online`` through ``on_status``.
+    """
+    usage = "expected a video file path, an rtsp://, rtsps://, http(s):// URL or a camera index like 0"
+    if not spec.strip():
+        raise SourceError(f"empty source spec: {usage}")
+    match = _SCHEME.match(spec)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme not in NETWORK_SCHEMES:
+            raise SourceError(f"unsupported scheme '{scheme}://' in {redact(spec)}: {usage}")
+        if scheme not in cfg.allowed_protocols:
+            raise SourceError(
+                f"scheme '{scheme}' of {redact(spec)} is not in source.allowed_protocols "
+                f"({', '.join(cfg.allowed_protocols)}); add it there to allow it"
+            )
+        return NetworkSource(spec, cfg, on_status, stop)
+    device = _camera_device(spec)
+    if device is not None:
+        return CameraSource(device, cfg, on_status, stop)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SourceError(f"video file not found: {spec} ({usage})")
+    if not path.is_file():
+        raise SourceError(f"not a file: {spec} ({usage})")
+    return FileSource(path, cfg, stop)

@@ -1,0 +1,126 @@
+"""What every video source shares: the Source interface, errors, URL redaction, the decode loop.
+
+Split from ``stream.source`` so the file reader (``stream.source``) and the live sources
+(``stream.source_net``) can both build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import av
+import av.error
+
+from stream.config import SourceConfig
+from stream.types import Frame
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[str, dict], None]
+
+# Consecutive undecodable packets after which a stream counts as broken rather than glitched.
+MAX_ERRORS_IN_ROW = 64
+
+# userinfo: everything between "scheme://" and the last "@" before the path (passwords may hold "@").
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:password|passwd|pass|pwd|token|auth|secret|key|sig|signature)=)[^&;\s'\"]*", re.IGNORECASE
+)
+
+
+class SourceError(RuntimeError):
+    """A source spec cannot be opened: missing file, unknown scheme, not a video."""
+
+
+def redact(text: str) -> str:
+    """``text`` with URL credentials replaced: ``rtsp://user:pass@host`` -> ``rtsp://***@host``.
+
+    Works on whole messages too (FFmpeg errors quote the URL), so every log line goes through it.
+    """
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
+class Source(abc.ABC):
+    """A stream of Frames. ``read()`` blocks; None means the end (file over, ``stop`` set, closed)."""
+
+    name: str
+    is_live: bool
+    decode_errors: int
+    reconnects: int
+
+    @abc.abstractmethod
+    def read(self) -> Frame | None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class DamagedStream(Exception):
+    """Too many packets in a row could not be demuxed or decoded."""
+
+
+def decode_video(
+    container: Any, stream: Any, on_data_error: Callable[[Exception], None]
+) -> Iterator[Any]:
+    """Decoded ``av.VideoFrame``s of ``stream``.
+
+    A packet that cannot be demuxed or decoded (``InvalidDataError``: a lost or corrupt packet) goes to
+    ``on_data_error`` and decoding carries on with the next one; ``MAX_ERRORS_IN_ROW`` of them in a
+    row raise DamagedStream. Any other FFmpeg error (stall, reset) propagates: the caller decides
+    whether that ends a file or is an outage of a live stream.
+    """
+    in_row = 0
+    while True:
+        try:
+            # A fresh demux iterator after a demux error resumes at the next packet.
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as exc:
+                    on_data_error(exc)
+                    in_row += 1
+                    if in_row >= MAX_ERRORS_IN_ROW:
+                        raise DamagedStream(f"{in_row} packets in a row could not be decoded") from None
+                    continue
+                in_row = 0
+                yield from frames
+            return
+        except av.error.InvalidDataError as exc:  # raised by demux itself
+            on_data_error(exc)
+            in_row += 1
+            if in_row >= MAX_ERRORS_IN_ROW:
+                raise DamagedStream(f"{in_row} packets in a row could not be read") from None
+
+
+def describe(exc: BaseException) -> str:
+    """One redacted line for an exception (FFmpeg messages include the URL)."""
+    text = str(exc).strip() or type(exc).__name__
+    return redact(text.splitlines()[0])
+
+
+def configure_decoder(stream: Any, cfg: SourceConfig, threaded: bool) -> None:
+    """Pixel-count guard (a tiny file can declare 8K frames and eat GBs) and threading.
+
+    Must run before the codec opens. Frame threading adds one frame of latency per thread, so live
+    sources keep FFmpeg's default (slice threading) and files use AUTO for throughput.
+    """
+    if threaded:
+        stream.thread_type = "AUTO"
+    stream.codec_context.options = {"max_pixels": str(cfg.max_pixels)}
