@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +19,11 @@ from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 BASE = load_config().track
 
 
-def cfg(**over: object) -> TrackConfig:
+def cfg(**over: Any) -> TrackConfig:
     return dataclasses.replace(BASE, **over)
 
 
-def dets(boxes: list | np.ndarray, conf: list | float | None = None) -> Detections:
+def dets(boxes: list | np.ndarray, conf: list | float | np.ndarray | None = None) -> Detections:
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(b)
     c = np.full(n, 0.9, np.float32) if conf is None else np.broadcast_to(
@@ -189,6 +190,20 @@ def test_appearance_weight_decides_between_overlapping_boxes(weight: float, foll
         before = int(first.detection_index[k])
         after = int(swapped.detection_index[row(swapped, tid)])
         assert after == (before if follows == "position" else 1 - before)
+
+
+@pytest.mark.parametrize(("momentum", "want_index"), [
+    (0.0, 0),  # no memory: the track looks like its latest crop (e1), which is at its own place
+    (0.9, 1),  # long memory: the track still looks like e0, which has moved next door
+])
+def test_embedding_momentum_sets_how_fast_appearance_follows(momentum: float, want_index: int) -> None:
+    t = Tracker(cfg(appearance_weight=0.9, embedding_momentum=momentum, min_hits=1))
+    left, right = box(0, 0), box(10, 0)
+    e0, e1 = np.eye(2, 8, dtype=np.float32)
+    for e in (e0, e0, e0, e1):
+        t.update(dets([left]), e[None].copy())
+    out = t.update(dets([left, right]), np.stack([e1, e0]))
+    assert out.detection_index[row(out, 1)] == want_index
 
 
 @pytest.mark.parametrize(("emb", "error"), [
