@@ -1,0 +1,345 @@
+"""Numba kernels of the boxes stage: connected components with stats in one pass over the map.
+
+The class map is scanned once, row by row, for runs of item pixels; overlapping runs of adjacent rows
+are joined with union-find. Runs, not pixels, are the unit of union-find, so the cost is one read per
+pixel plus work per run; stats are summed per run (area, bbox, coordinate sums) and per pixel only
+where a per-pixel value is needed (confidence, class). Background is skipped eight bytes at a time.
+
+Every kernel is ``nogil`` and cached. The public entry point ``extract`` only reads its inputs; it
+writes only the label image it returns and the caller's scratch buffers (``runs``, ``pix``), which
+exist so that a 30 fps stream does not allocate and page-fault 30 MB of working memory per frame.
+Numba kernels take their arrays positionally, hence the PLR0917 exemptions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Codes of the per-class lookup table read for every pixel.
+BG, SEED, GROW, UNKNOWN = 0, 1, 2, 3
+# Rows of the ``runs`` scratch buffer.
+R_Y, R_X0, R_X1, R_PARENT, R_LABEL = 0, 1, 2, 3, 4
+N_RUN_ROWS = 5
+
+
+def runs_capacity(h: int, w: int) -> int:
+    """The most runs an h x w map can hold (every other pixel set)."""
+    return h * ((w + 1) // 2)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _find(parent, i):  # type: ignore[no-untyped-def]
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]  # path halving keeps the trees flat
+        i = parent[i]
+    return i
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _join(parent, rx0, rx1, p, cur_start, nr, d):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Join run ``nr`` with the previous row's runs ``[p, cur_start)`` it touches; returns the new p.
+
+    Those runs are sorted by x: skip the ones wholly left of run nr, then join every one that
+    overlaps it (widened by one pixel each side for 8-connectivity, d = 1).
+    """
+    x0 = rx0[nr]
+    x1 = rx1[nr]
+    while p < cur_start and rx1[p] + d <= x0:
+        p += 1
+    q = p
+    while q < cur_start and rx0[q] < x1 + d:
+        a = _find(parent, q)
+        b = _find(parent, nr)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the smaller root wins
+        q += 1
+    return p
+
+
+@njit(nogil=True, cache=True)
+def _scan(classes, words, lut, eight, runs, pix):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Find SEED runs and join them across rows; list GROW pixels in ``pix[0]``; count UNKNOWN.
+
+    Returns (n_runs, n_components, n_grow, n_unknown); run labels 1..n follow raster order.
+    """
+    h, w = classes.shape
+    # Bound once, outside the loops: taking these views inside the hot loop costs a lot.
+    ry = runs[R_Y]
+    rx0 = runs[R_X0]
+    rx1 = runs[R_X1]
+    parent = runs[R_PARENT]
+    rlabel = runs[R_LABEL]
+    grow = pix[0]
+    d = 1 if eight else 0
+    skip = words.shape[0] > 0
+    nr = 0
+    ng = 0
+    n_unknown = 0
+    prev_start = 0  # the previous row's runs are [prev_start, cur_start)
+    for y in range(h):
+        cur_start = nr
+        p = prev_start
+        x = 0
+        while x < w:
+            i = y * w + x
+            if skip and (i & 7) == 0 and x + 8 <= w and words[i >> 3] == 0:
+                x += 8  # eight background pixels at once (skip is only set when id 0 is BG)
+                continue
+            v = lut[classes[y, x]]
+            if v == SEED:
+                x0 = x
+                x += 1
+                while x < w and lut[classes[y, x]] == SEED:
+                    x += 1
+                ry[nr] = y
+                rx0[nr] = x0
+                rx1[nr] = x
+                parent[nr] = nr
+                p = _join(parent, rx0, rx1, p, cur_start, nr, d)
+                nr += 1
+            else:
+                if v == GROW:
+                    grow[ng] = i
+                    ng += 1
+                elif v == UNKNOWN:
+                    n_unknown += 1
+                x += 1
+        prev_start = cur_start
+    # A root is the smallest run index of its set, so it is labelled before any run pointing to it
+    # and labels follow raster order of first pixel, as scipy.ndimage.label's do.
+    n = 0
+    for i in range(nr):
+        if parent[i] == i:
+            n += 1
+            rlabel[i] = n
+        else:
+            rlabel[i] = rlabel[_find(parent, i)]
+    return nr, n, ng, n_unknown
+
+
+@njit(nogil=True, cache=True)
+def _flood(labels, classes, lut, queue, head, tail, eight):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Breadth-first spread of queued labels into unlabelled GROW pixels; returns the new tail."""
+    h, w = labels.shape
+    dys = np.array([-1, 0, 0, 1, -1, -1, 1, 1])
+    dxs = np.array([0, -1, 1, 0, -1, 1, -1, 1])
+    nnb = 8 if eight else 4
+    while head < tail:
+        g = queue[head]
+        head += 1
+        y = g // w
+        x = g - y * w
+        lab = labels[y, x]
+        for k in range(nnb):
+            yy = y + dys[k]
+            xx = x + dxs[k]
+            if 0 <= yy < h and 0 <= xx < w and labels[yy, xx] == 0 and lut[classes[yy, xx]] == GROW:
+                labels[yy, xx] = lab
+                queue[tail] = yy * w + xx
+                tail += 1
+    return tail
+
+
+@njit(nogil=True, cache=True)
+def _grow(labels, classes, lut, pix, ng, n, eight):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Give each GROW pixel (``pix[0, :ng]``) the label of the nearest seed, breadth first.
+
+    Rim pixels no seed reaches become components of their own (a thin item may be all rim), so
+    every foreground pixel ends in exactly one component. Returns the new component count.
+    """
+    h, w = labels.shape
+    grow = pix[0]
+    queue = pix[1]  # every GROW pixel is queued at most once
+    dys = np.array([-1, 0, 0, 1, -1, -1, 1, 1])
+    dxs = np.array([0, -1, 1, 0, -1, 1, -1, 1])
+    nnb = 8 if eight else 4
+    tail = 0
+    # First layer: rim pixels touching a seed. Only seed neighbours count here, so a pixel two
+    # steps away cannot be claimed early through a rim pixel labelled earlier in this loop.
+    for i in range(ng):
+        g = grow[i]
+        y = g // w
+        x = g - y * w
+        for k in range(nnb):
+            yy = y + dys[k]
+            xx = x + dxs[k]
+            if 0 <= yy < h and 0 <= xx < w and lut[classes[yy, xx]] == SEED:
+                labels[y, x] = labels[yy, xx]
+                queue[tail] = g
+                tail += 1
+                break
+    tail = _flood(labels, classes, lut, queue, 0, tail, eight)
+    for i in range(ng):
+        g = grow[i]
+        y = g // w
+        x = g - y * w
+        if labels[y, x] == 0:
+            n += 1
+            labels[y, x] = n
+            queue[tail] = g
+            tail = _flood(labels, classes, lut, queue, tail, tail + 1, eight)
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Per-label sums: area, box (min x, min y, max x + 1, max y + 1), (sum x, sum y, sum conf),
+    and class counts. Row 0 (no label) is unused."""
+    h, w = labels.shape
+    area = np.zeros(n + 1, np.int64)
+    box = np.empty((n + 1, 4), np.int32)
+    box[:, 0] = w
+    box[:, 1] = h
+    box[:, 2:] = 0
+    sums = np.zeros((n + 1, 3), np.float64)
+    counts = np.zeros((n + 1, max(n_classes, 1)), np.int64)
+    for i in range(nr):
+        y = runs[R_Y, i]
+        x0 = runs[R_X0, i]
+        x1 = runs[R_X1, i]
+        lab = runs[R_LABEL, i]
+        area[lab] += x1 - x0
+        box[lab, 0] = min(box[lab, 0], x0)
+        box[lab, 1] = min(box[lab, 1], y)
+        box[lab, 2] = max(box[lab, 2], x1)
+        box[lab, 3] = max(box[lab, 3], y + 1)
+        sums[lab, 0] += 0.5 * (x0 + x1 - 1) * (x1 - x0)  # sum of x0..x1-1 without a pixel loop
+        sums[lab, 1] += float(y) * (x1 - x0)
+        if has_conf:
+            s = 0.0
+            for x in range(x0, x1):
+                s += confidence[y, x]
+            sums[lab, 2] += s
+        if n_classes > 0:
+            for x in range(x0, x1):
+                counts[lab, classes[y, x]] += 1
+    for i in range(ng):
+        g = pix[0, i]
+        y = g // w
+        x = g - y * w
+        lab = labels[y, x]
+        area[lab] += 1
+        box[lab, 0] = min(box[lab, 0], x)
+        box[lab, 1] = min(box[lab, 1], y)
+        box[lab, 2] = max(box[lab, 2], x + 1)
+        box[lab, 3] = max(box[lab, 3], y + 1)
+        sums[lab, 0] += x
+        sums[lab, 1] += y
+        if has_conf:
+            sums[lab, 2] += confidence[y, x]
+        if n_classes > 0:
+            counts[lab, classes[y, x]] += 1
+    return area, box, sums, counts
+
+
+@njit(nogil=True, cache=True)
+def _keep(labels, runs, nr, pix, ng, area, min_area):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Drop components under ``min_area`` pixels, relabel the rest 1..m in order; returns remap.
+
+    Only runs and rim pixels are rewritten, never the whole image.
+    """
+    w = labels.shape[1]
+    n = area.shape[0] - 1
+    remap = np.zeros(n + 1, np.int32)
+    m = 0
+    for lab in range(1, n + 1):
+        if area[lab] >= min_area:
+            m += 1
+            remap[lab] = m
+    if m < n:
+        for i in range(nr):
+            lab = runs[R_LABEL, i]
+            if remap[lab] != lab:
+                y = runs[R_Y, i]
+                for x in range(runs[R_X0, i], runs[R_X1, i]):
+                    labels[y, x] = remap[lab]
+        for i in range(ng):
+            g = pix[0, i]
+            y = g // w
+            x = g - y * w
+            labels[y, x] = remap[labels[y, x]]
+    return remap, m
+
+
+@njit(nogil=True, cache=True)
+def _pick_class(counts, item):  # type: ignore[no-untyped-def]
+    """The most frequent item class of one component; one that is all rim takes the rim's class."""
+    best = -1
+    best_any = 0
+    for c in range(counts.shape[0]):
+        if counts[c] > counts[best_any]:
+            best_any = c
+        if item[c] and counts[c] > 0 and (best < 0 or counts[c] > counts[best]):
+            best = c
+    return best if best >= 0 else best_any
+
+
+@njit(nogil=True, cache=True)
+def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Label the map and measure every component of at least ``min_area`` pixels.
+
+    classes: uint8 [h, w]; words: the same bytes as uint64 (or empty: no background skipping);
+    confidence: float32 [h, w] (read only if has_conf); lut: uint8 [256] BG/SEED/GROW/UNKNOWN per
+    class id; item: bool [n_classes] (empty: no class counting, class 1 for all); runs: int32
+    [5, >= runs_capacity] and pix: int32 [2, >= h*w] scratch.
+    Returns (labels int32 [h, w] 0 = none, m, area int64 [m], box int32 [m, 4] xyxy with x2/y2
+    exclusive, sums float64 [m, 3] (sum x, sum y, sum confidence), class_id int32 [m], n_unknown).
+    """
+    h, w = classes.shape
+    n_classes = item.shape[0]
+    nr, n, ng, n_unknown = _scan(classes, words, lut, eight, runs, pix)
+    labels = np.zeros((h, w), np.int32)
+    for i in range(nr):
+        y = runs[R_Y, i]
+        lab = runs[R_LABEL, i]
+        for x in range(runs[R_X0, i], runs[R_X1, i]):
+            labels[y, x] = lab
+    if ng > 0:
+        n = _grow(labels, classes, lut, pix, ng, n, eight)
+    area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n,
+                                          n_classes)
+    remap, m = _keep(labels, runs, nr, pix, ng, area, min_area)
+    out_area = np.empty(m, np.int64)
+    out_box = np.empty((m, 4), np.int32)
+    out_sums = np.empty((m, 3), np.float64)
+    class_id = np.ones(m, np.int32)
+    for lab in range(1, n + 1):
+        j = remap[lab] - 1
+        if j >= 0:
+            out_area[j] = area[lab]
+            out_box[j] = box[lab]
+            out_sums[j] = sums[lab]
+            if n_classes > 0:
+                class_id[j] = _pick_class(counts[lab], item)
+    return labels, m, out_area, out_box, out_sums, class_id, n_unknown
+
+
+@njit(nogil=True, cache=True)
+def region_stats(labels, n, confidence, has_conf):  # type: ignore[no-untyped-def]
+    """Area, box and sums (layout as ``extract``'s) of any label image, one pass over every pixel.
+
+    Labels outside 1..n are ignored.
+    """
+    h, w = labels.shape
+    area = np.zeros(n, np.int64)
+    box = np.empty((n, 4), np.int32)
+    box[:, 0] = w
+    box[:, 1] = h
+    box[:, 2:] = 0
+    sums = np.zeros((n, 3), np.float64)
+    for y in range(h):
+        for x in range(w):
+            j = labels[y, x] - 1
+            if j < 0 or j >= n:
+                continue
+            area[j] += 1
+            box[j, 0] = min(box[j, 0], x)
+            box[j, 1] = min(box[j, 1], y)
+            box[j, 2] = max(box[j, 2], x + 1)
+            box[j, 3] = max(box[j, 3], y + 1)
+            sums[j, 0] += x
+            sums[j, 1] += y
+            if has_conf:
+                sums[j, 2] += confidence[y, x]
+    return area, box, sums
