@@ -113,7 +113,10 @@ class _Handoff:
     def put(self, item: object) -> None:
         while not self._stop.is_set():
             try:
-                self._q.put(item, timeout=POLL_S)
+                if self._drop and item is not _END:
+                    self._q.put_nowait(item)
+                else:
+                    self._q.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 if self._drop:
