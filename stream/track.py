@@ -45,9 +45,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float64)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
+    area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
+    area_b = np.prod(np.maximum(b[:, 2:] - b[:, :2], 0.0), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / union, 0.0)
