@@ -60,7 +60,7 @@ def build_all(f: EventFactory) -> list[dict]:
             events.append(f.status(type_, {}, frame_index=12))
         else:
             events.append(f.summary({"frames_read": 10, "frames_processed": 9, "frames_dropped": 1,
-                                     "stages_ms": {"segment": {"p50": 1.0, "p95": 2.0, "p99": 3.0}},
+                                     "stage_ms": {"segment": {"p50": 1.0, "p95": 2.0, "p99": 3.0}},
                                      "frame_age_ms": {"p50": 5.0, "p95": 6.0, "p99": None}}))
     return events
 
