@@ -15,7 +15,6 @@ import signal
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,35 +90,23 @@ def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: 
 
 def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: dict | None = None,
          default_record: Path | None = None) -> int:
-    from stream.boxes import BoxExtractor
-    from stream.classify import Classifier
-    from stream.events import EventFactory
-    from stream.pipeline import Pipeline
-    from stream.runtime import Runtime, open_frames_log, write_summary
-    from stream.segment import Segmenter
+    from stream.runtime import build_runtime, open_frames_log, write_summary
     from stream.sinks import SinkSet, make_sinks
-    from stream.track import Tracker
 
     stop = threading.Event()
-    segmenter = Segmenter(cfg.segment)
     embedder, catalog = _recognition(cfg, getattr(args, "catalog", None), photos)
     sinks = SinkSet(make_sinks(cfg.events.sinks, cfg.events))
-    holder: dict[str, Runtime] = {}
-
-    def on_status(kind: str, detail: dict) -> None:
-        if "rt" in holder:
-            holder["rt"].on_status(kind, detail)
-
-    source = make_source(cfg, on_status, stop)
-    events = EventFactory(uuid.uuid4().hex, source.name)
-    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track),
-                        Classifier(cfg.classify, embedder, catalog), events)
     frames_log = open_frames_log(args.frames_log)
-    rt = Runtime(source, pipeline, events, sinks,
-                 _outputs(args, cfg, getattr(source, "fps", None) or 30.0, default_record),
-                 threaded=cfg.runtime.threaded, stats_interval_s=cfg.runtime.stats_interval_s,
-                 shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop)
-    holder["rt"] = rt
+    fps = [30.0]
+
+    def opener(on_status: Callable, stop_: threading.Event) -> Any:
+        source = make_source(cfg, on_status, stop_)
+        fps[0] = getattr(source, "fps", None) or 30.0
+        return source
+
+    rt = build_runtime(cfg, opener, sinks, embedder=embedder, catalog=catalog,
+                       frames_log=frames_log, stop=stop)
+    rt.outputs.extend(_outputs(args, cfg, fps[0], default_record))
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

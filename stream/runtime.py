@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,13 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from stream.pipeline import Detected, Pipeline
+from stream.boxes import BoxExtractor
+from stream.classify import CatalogLike, Classifier, EmbedderLike
+from stream.config import Config
+from stream.events import EventFactory
+from stream.pipeline import Detected, Pipeline, SegmenterLike
+from stream.segment import Segmenter
+from stream.track import Tracker
 from stream.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -143,13 +150,16 @@ class Runtime:
                  sinks: SinksLike, outputs: list[FrameOutput], *, threaded: bool = True,
                  stats_interval_s: float = 5.0, shutdown_timeout_s: float = 1.0,
                  frames_log: IO[str] | None = None, overlay: Callable[[FrameResult, str], Any] | None = None,
-                 stderr: IO[str] | None = None, stop: threading.Event | None = None) -> None:
+                 stderr: IO[str] | None = None, stop: threading.Event | None = None,
+                 drop_stale: bool | None = None) -> None:
         self.source = source
         self.pipeline = pipeline
         self.events = events
         self.sinks = sinks
         self.outputs = outputs
         self.threaded = threaded
+        # Live or paced sources drop stale frames at capture; offline files wait for the pipeline.
+        self.drop_stale = bool(source.is_live) if drop_stale is None else drop_stale
         self.stats_interval_s = stats_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.frames_log = frames_log
@@ -202,8 +212,7 @@ class Runtime:
                 break
 
     def _run_threaded(self) -> None:
-        drop = bool(getattr(self.source, "is_live", False) or getattr(self.source, "realtime", False))
-        frames = _Handoff(self._stop, drop=drop)
+        frames = _Handoff(self._stop, drop=self.drop_stale)
         detected = _Handoff(self._stop, drop=False)
         results = _Handoff(self._stop, drop=True)  # the window shows the newest frame
         threads = [
@@ -362,3 +371,30 @@ def write_summary(summary: dict[str, Any], out: IO[str]) -> None:
 
 def open_frames_log(path: Path | None) -> IO[str] | None:
     return None if path is None else open(path, "w", buffering=1 << 16)  # noqa: SIM115
+
+
+def build_runtime(cfg: Config, make_source: Callable[[Callable[[str, dict], None], threading.Event], SourceLike],
+                  sinks: SinksLike, *, embedder: EmbedderLike | None = None,
+                  catalog: CatalogLike | None = None, outputs: list[FrameOutput] | None = None,
+                  frames_log: IO[str] | None = None, stop: threading.Event | None = None,
+                  segmenter: SegmenterLike | None = None, run_id: str | None = None) -> Runtime:
+    """Wire every stage from the config. ``make_source(on_status, stop)`` opens the source once the
+    runtime exists, so the source can report ``source.online``/``offline`` to it."""
+    stop = stop or threading.Event()
+    segmenter = segmenter or Segmenter(cfg.segment)
+    status_inbox: list[Runtime] = []
+
+    def on_status(kind: str, detail: dict) -> None:
+        if status_inbox:
+            status_inbox[0].on_status(kind, detail)
+
+    source = make_source(on_status, stop)
+    events = EventFactory(run_id or uuid.uuid4().hex, source.name)
+    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track),
+                        Classifier(cfg.classify, embedder, catalog), events)
+    rt = Runtime(source, pipeline, events, sinks, outputs or [], threaded=cfg.runtime.threaded,
+                 stats_interval_s=cfg.runtime.stats_interval_s,
+                 shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop,
+                 drop_stale=source.is_live or getattr(source, "realtime", cfg.source.realtime))
+    status_inbox.append(rt)
+    return rt
