@@ -74,7 +74,8 @@ class FileSource(Source):
         self._index = 0
         self._closed = False
         self._due: float | None = None  # monotonic time the next paced frame is due
-        self._last_pts_s: float | None = None
+        self._prev_pts_s: float | None = None
+        self._span_s = 0.0  # media time decoded so far, to notice a truncated file
         hint = "expected a video file FFmpeg can read (mp4, mkv, avi, gif, ...)"
         try:
             self._container = av.open(str(path))
@@ -88,11 +89,11 @@ class FileSource(Source):
         self._nominal_step = 1.0 / float(rate) if rate and float(rate) > 0 else 1.0 / 25.0
         configure_decoder(self._stream, cfg, threaded=True)
         cc = self._stream.codec_context
+        w, h = cc.width, cc.height  # from the container headers; 0 when unknown until decoding
         try:
             cc.open(strict=False)  # surface a refused size or missing decoder now, not mid-run
         except av.error.FFmpegError as exc:
             self._container.close()
-            w, h = cc.width, cc.height
             if w * h > cfg.max_pixels:
                 raise SourceError(
                     f"{path}: frames of {w}x{h} exceed source.max_pixels={cfg.max_pixels}; "
@@ -118,41 +119,66 @@ class FileSource(Source):
             self._finish()
             return None
         image = vframe.to_ndarray(format="bgr24")
-        if self._cfg.realtime and not self._pace(vframe.time):
+        step = self._step(vframe.time)
+        self._span_s += step
+        if self._cfg.realtime and not self._pace(step):
             return None
         frame = Frame(image=image, index=self._index, t_capture=time.monotonic(),
                       utc_capture=time.time(), source=self.name)
         self._index += 1
         return frame
 
-    def _pace(self, pts_s: float | None) -> bool:
-        """Wait until this frame is due; False when ``stop`` was set meanwhile.
-
-        The step between frames is the PTS difference when it is plausible, else the nominal
-        frame duration (PTS may be missing, repeat or jump).
-        """
-        now = time.monotonic()
-        if self._due is None:
-            self._due = now
+    def _step(self, pts_s: float | None) -> float:
+        """Seconds between the previous frame and this one (0 for the first): the PTS difference
+        when plausible, else the nominal frame duration (PTS may be missing, repeat, restart or jump)."""
+        if self._index == 0:
+            step = 0.0
         else:
             step = self._nominal_step
-            if pts_s is not None and self._last_pts_s is not None:
-                delta = pts_s - self._last_pts_s
+            if pts_s is not None and self._prev_pts_s is not None:
+                delta = pts_s - self._prev_pts_s
                 if 0.0 < delta <= MAX_FRAME_STEP_S:
                     step = delta
-            self._due += step
-            if self._due < now - MAX_PACING_LAG_S:
-                self._due = now
         if pts_s is not None:
-            self._last_pts_s = pts_s
+            self._prev_pts_s = pts_s
+        return step
+
+    def _pace(self, step: float) -> bool:
+        """Wait until this frame is due, ``step`` after the previous one; False when ``stop`` was
+        set meanwhile."""
+        now = time.monotonic()
+        self._due = now if self._due is None else self._due + step
+        if self._due < now - MAX_PACING_LAG_S:
+            self._due = now
         wait = self._due - now
         return not (wait > 0 and self._stop.wait(wait))
 
     def _finish(self) -> None:
-        if not self._closed and self.decode_errors:
-            log.warning("%s: ended after %d frames; %d packets could not be decoded (damaged file?)",
-                        self.name, self._index, self.decode_errors)
+        if not self._closed:
+            if self.decode_errors:
+                log.warning("%s: ended after %d frames; %d packets could not be decoded (damaged file?)",
+                            self.name, self._index, self.decode_errors)
+            elif (short := self._shortfall()) is not None:
+                log.warning("%s: ended after %d frames at %.1f s of a declared %.1f s (truncated file?)",
+                            self.name, self._index, *short)
         self.close()
+
+    def _shortfall(self) -> tuple[float, float] | None:
+        """(seconds decoded, seconds declared) when the file ended well before its header said.
+
+        FFmpeg ends quietly at a truncation; the header's duration is the only witness.
+        """
+        stream, container = self._stream, self._container
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
+        elif container.duration is not None:  # e.g. Matroska: only the segment has a duration
+            declared = container.duration / av.time_base
+        else:
+            return None
+        decoded = self._span_s + self._nominal_step
+        if decoded < declared - max(1.0, 3 * self._nominal_step):
+            return decoded, declared
+        return None
 
     def close(self) -> None:
         if not self._closed:

@@ -7,8 +7,8 @@ Split from ``stream.source`` so the file reader (``stream.source``) and the live
 from __future__ import annotations
 
 import abc
-import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -18,8 +18,6 @@ import av.error
 
 from stream.config import SourceConfig
 from stream.types import Frame
-
-log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, dict], None]
 
@@ -76,8 +74,15 @@ class DamagedStream(Exception):
     """Too many packets in a row could not be demuxed or decoded."""
 
 
+class Stalled(Exception):
+    """Packets may still trickle in, but no frame has been decoded for too long."""
+
+
 def decode_video(
-    container: Any, stream: Any, on_data_error: Callable[[Exception], None]
+    container: Any,
+    stream: Any,
+    on_data_error: Callable[[Exception], None],
+    max_frame_gap_s: float | None = None,
 ) -> Iterator[Any]:
     """Decoded ``av.VideoFrame``s of ``stream``.
 
@@ -85,12 +90,23 @@ def decode_video(
     ``on_data_error`` and decoding carries on with the next one; ``MAX_ERRORS_IN_ROW`` of them in a
     row raise DamagedStream. Any other FFmpeg error (stall, reset) propagates: the caller decides
     whether that ends a file or is an outage of a live stream.
+
+    ``max_frame_gap_s``: once frames have flowed, raise Stalled when a packet arrives this long after
+    the last decoded frame. PyAV's read timeout alone is not enough: over RTSP/TCP its first expiry
+    returns a bogus packet (which restarts its clock) and only the second raises, doubling the time
+    to notice a hung link. Not armed before the first frame: a camera with a long GOP sends nothing
+    decodable until its next keyframe.
     """
     in_row = 0
+    last_frame: float | None = None
     while True:
         try:
             # A fresh demux iterator after a demux error resumes at the next packet.
             for packet in container.demux(stream):
+                if max_frame_gap_s is not None and last_frame is not None:
+                    gap = time.monotonic() - last_frame
+                    if gap >= max_frame_gap_s:
+                        raise Stalled(f"no frame for {gap:.1f} s")
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as exc:
@@ -100,6 +116,8 @@ def decode_video(
                         raise DamagedStream(f"{in_row} packets in a row could not be decoded") from None
                     continue
                 in_row = 0
+                if frames:
+                    last_frame = time.monotonic()
                 yield from frames
             return
         except av.error.InvalidDataError as exc:  # raised by demux itself

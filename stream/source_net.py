@@ -27,6 +27,7 @@ from stream.config import SourceConfig
 from stream.source_base import (
     DamagedStream,
     Source,
+    Stalled,
     StatusCallback,
     configure_decoder,
     decode_video,
@@ -226,11 +227,12 @@ class NetworkSource(LiveSource):
                 raise Outage("the stream has no video track")
             stream = container.streams.video[0]
             configure_decoder(stream, cfg, threaded=False)
-            for vframe in decode_video(container, stream, self._count_error):
+            frames = decode_video(container, stream, self._count_error, max_frame_gap_s=cfg.read_timeout_s)
+            for vframe in frames:
                 # Each frame's own size: resolution may change mid-session while the codec
                 # context still reports the old one. PTS is ignored: it restarts on reconnect.
                 yield vframe.to_ndarray(format="bgr24")
-        except av.error.ExitError:
+        except (av.error.ExitError, Stalled):
             # PyAV's read timeout fires the interrupt callback, which FFmpeg reports as "exit".
             raise Outage(f"stalled: no data for source.read_timeout_s={cfg.read_timeout_s}") from None
         except DamagedStream as exc:
