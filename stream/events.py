@@ -68,7 +68,8 @@ def _check_type(type_: str, kind: str) -> None:
 class EventFactory:
     """Builds events for one run; assigns ``seq`` and ``event_id``.
 
-    One instance per run (per lane): counters are per instance. ``clock`` must be the same clock as
+    One instance per run (per lane), used from one thread (the one that owns per-frame state):
+    counters are per instance and not locked. ``clock`` must be the same clock as
     ``Frame.t_capture`` (monotonic seconds); ``wallclock`` gives ``emitted_utc``. Both are injected so
     tests and replays are deterministic.
     """

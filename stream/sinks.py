@@ -2,7 +2,8 @@
 
 ``publish`` only hands an event to a background thread (a bounded queue; full -> drop and count), so
 a slow terminal, a full disk or a consumer that stopped reading costs the pipeline microseconds, not
-frames. JSON encoding happens on the sink's thread, off the loop. The TCP server lives in
+frames. JSON encoding happens on the sink's thread, off the loop. ``publish`` is meant to be called
+from one thread (the loop); the hand-off itself is a thread-safe deque append. The TCP server lives in
 ``sink_tcp.py``; this module holds the protocol, the line writers and the spec parser.
 """
 
