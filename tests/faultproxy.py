@@ -45,6 +45,7 @@ class FaultProxy:
         self.port = port
         self.corrupt_every = corrupt_every
         self.connections = 0  # accepted client connections, for tests
+        self.corrupted = 0  # bytes flipped so far, so a test can tell the fault really happened
         self._mode = self._check(mode)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -185,4 +186,5 @@ class FaultProxy:
         for _ in range(max(1, len(buf) // 500)):
             pos = self._rng.randrange(16, len(buf))
             buf[pos] ^= 0xFF
+            self.corrupted += 1
         return bytes(buf)
