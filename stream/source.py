@@ -246,7 +246,8 @@ def open_source(
 
     Raises SourceError for a spec that can never work (missing file, unknown or disallowed scheme).
     Live sources do not connect here: they connect (and reconnect) on ``read()``, reporting
-    ``source.offline`` / ``source.online`` through ``on_status``.
+    ``source.offline`` / ``source.online`` through ``on_status``, which runs on the thread that
+    calls ``read()``. Files report no status.
     """
     usage = "expected a video file path, an rtsp://, rtsps://, http(s):// URL or a camera index like 0"
     if not spec.strip():

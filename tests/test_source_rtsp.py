@@ -8,6 +8,8 @@ printed (run with -s to see them).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import http.server
 import logging
 import selectors
 import subprocess
@@ -23,6 +25,7 @@ from stream.config import SourceConfig, load_config
 from stream.source import Source, open_source
 from stream.types import Frame
 from tests.faultproxy import FaultProxy
+from tests.test_source import make_video
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -318,3 +321,26 @@ def test_corrupt_stream_keeps_delivering(proxy: FaultProxy, server: RtspServer, 
     assert proxy.corrupted >= 10
     assert reader.error is None
     assert all(f.size == SIZE for _, f in reader.frames)
+
+
+def test_http_file_is_live_and_replays_after_its_end(tmp_path: Path, cfg: SourceConfig) -> None:
+    """An http:// source goes through the same live machinery: its end is an outage, then it
+    reconnects. (Skipped with the rest when GStreamer is missing, though it needs only Python.)"""
+    make_video(tmp_path / "clip.mp4", "libx264", n=12)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    reader = Reader()
+    quick = dataclasses.replace(cfg, backoff_initial_s=0.05)
+    src = open_source(f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4", quick, on_status=reader.status)
+    reader.start(src)
+    try:
+        assert wait_for(lambda: len(reader.frames) >= 20, 8.0)
+    finally:
+        src.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert reader.kinds()[:3] == ["source.online", "source.offline", "source.online"]
+    assert reader.events[1][2]["reason"] == "end of stream"
+    assert [f.index for _, f in reader.frames[:20]] == list(range(20))
