@@ -1,0 +1,128 @@
+"""The segment stage: a frame -> per-pixel classes (background / item / boundary) at model size.
+
+The ONNX graph holds the preprocessing, the argmax and the softmax confidence, so this stage only
+resizes the frame to the model's input size and reads two arrays back. Boxes are upscaled later
+(``SegMap.scale``), which keeps the per-frame work independent of the camera's resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stream.config import SegmentConfig
+from stream.onnx_model import LoadedModel, ModelError, load_model
+from stream.types import SegMap
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUTS = (("classes", "tensor(uint8)"), ("confidence", "tensor(float)"))
+REQUIRED_METADATA = ("name", "version", "input_size", "class_names")
+
+
+def check_segmenter_contract(model: LoadedModel) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """Raise ModelError unless ``model`` is a checkout-stream segmenter; return ((H, W), class names)."""
+    where = f"model {model.path.name}"
+    inputs, outputs = model.session.get_inputs(), model.session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+        found = [(i.name, i.type) for i in inputs]
+        raise ModelError(
+            f"{where} is not a segmenter: expected one input '{INPUT_NAME}' uint8 [N,H,W,3], found {found};"
+            " point segment.model.path at a segmenter ONNX (e.g. builtin:segmenter)"
+        )
+    found_out = {o.name: o.type for o in outputs}
+    for name, typ in OUTPUTS:
+        if found_out.get(name) != typ:
+            raise ModelError(
+                f"{where} is not a segmenter: expected outputs classes uint8 [N,H,W] and confidence "
+                f"float32 [N,H,W], found {sorted(found_out.items())}"
+            )
+    missing = [k for k in REQUIRED_METADATA if k not in model.metadata]
+    if missing:
+        raise ModelError(f"{where} lacks segmenter metadata {missing}: re-export it with "
+                         "`python -m export segmenter`")
+    size: Any = model.meta_json("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):  # noqa: PLR2004
+        raise ModelError(f"{where}: metadata input_size={json.dumps(size)} is not [height, width]")
+    names: Any = model.meta_json("class_names")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+            and names[0] == "background"):
+        raise ModelError(f"{where}: metadata class_names={json.dumps(names)} must list names with "
+                         "'background' first")
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[3] != 3 or any(  # noqa: PLR2004
+            isinstance(s, int) and s != want for s, want in zip(shape[1:3], size, strict=True)):
+        raise ModelError(f"{where}: input shape {shape} disagrees with metadata input_size={size} ([H, W])")
+    return (size[0], size[1]), tuple(names)
+
+
+class Segmenter:
+    """Segments BGR frames of any size with the ONNX segmenter (input size from its metadata)."""
+
+    def __init__(self, cfg: SegmentConfig, model: LoadedModel | None = None) -> None:
+        self._model = model if model is not None else load_model(cfg.model)
+        self._size, self._names = check_segmenter_contract(self._model)
+        self._batch_fixed = self._model.session.get_inputs()[0].shape[0]
+        log.info("segmenter %s v%s, input %dx%d, classes %s", self._model.name, self._model.version,
+                 self._size[1], self._size[0], ",".join(self._names))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input, as in its ``input_size`` metadata."""
+        return self._size
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"name": self._model.name, "version": self._model.version, "sha256": self._model.sha256}
+
+    def reset(self) -> None:
+        """Stateless: nothing to clear (kept for the stage interface)."""
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3  # noqa: PLR2004
+                and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0):  # noqa: PLR2004
+            found = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"segment: expected a uint8 HxWx3 BGR image, found {found}")
+        h, w = self._size
+        if image.shape[:2] == (h, w):
+            return image
+        # INTER_AREA averages when shrinking (no aliasing on textured counters); linear when enlarging.
+        interp = cv2.INTER_AREA if image.shape[0] > h or image.shape[1] > w else cv2.INTER_LINEAR
+        return cv2.resize(image, (w, h), interpolation=interp)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        classes, conf = self._model.session.run(["classes", "confidence"], {INPUT_NAME: batch})
+        return classes, conf
+
+    def segment(self, image: np.ndarray) -> SegMap:
+        """One BGR frame (any size) -> its SegMap at the model's resolution."""
+        return self.segment_batch([image])[0]
+
+    def segment_batch(self, images: Sequence[np.ndarray]) -> list[SegMap]:
+        """Several frames in one call (one run when the model takes a dynamic batch)."""
+        if len(images) == 0:
+            return []
+        batch = np.stack([self._prepare(im) for im in images])
+        if isinstance(self._batch_fixed, int):  # a fixed-batch model: run in chunks of that size
+            step = self._batch_fixed
+            parts = [self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
+            classes = np.concatenate([p[0] for p in parts])
+            conf = np.concatenate([p[1] for p in parts])
+        else:
+            classes, conf = self._run(batch)
+        return [
+            SegMap(classes=np.ascontiguousarray(classes[i], np.uint8),
+                   confidence=np.ascontiguousarray(conf[i], np.float32), class_names=self._names,
+                   source_size=(int(im.shape[1]), int(im.shape[0])))
+            for i, im in enumerate(images)
+        ]

@@ -1,0 +1,146 @@
+"""Training composites (targets, determinism) and the segmenter export end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export.composites import CompositeMaker, cutout, demo_sprites, hand_sprite, procedural_sprite, targets
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _squares(*boxes: tuple[int, int, int, int], shape: tuple[int, int] = (20, 30)) -> np.ndarray:
+    inst = np.zeros(shape, np.int32)
+    for k, (x0, y0, x1, y1) in enumerate(boxes, 1):
+        inst[y0:y1, x0:x1] = k
+    return inst
+
+
+def _interiors_touch(classes: np.ndarray, inst: np.ndarray) -> bool:
+    """Do interior pixels of two different instances touch (8-neighbours)?"""
+    interior = np.where(classes == 1, inst, 0)
+    p = np.pad(interior, 1)
+    h, w = inst.shape
+    a = p[1:h + 1, 1:w + 1]
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        b = p[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
+        if ((a > 0) & (b > 0) & (a != b)).any():
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("inst", "n_item", "n_boundary"),
+    [
+        (_squares(), 0, 0),
+        (_squares((5, 5, 15, 15)), 36, 64),            # 10x10: a 2-px rim (100 - 6x6) inside the outline
+        (_squares((0, 0, 10, 10)), 64, 36),            # the image border is not an outline
+        (_squares((5, 5, 15, 15), (15, 5, 25, 15)), 72, 128),  # touching: each keeps its own rim
+    ],
+)
+def test_targets_table(inst: np.ndarray, n_item: int, n_boundary: int) -> None:
+    classes = targets(inst)
+    assert classes.dtype == np.uint8 and classes.shape == inst.shape
+    assert int((classes == 1).sum()) == n_item and int((classes == 2).sum()) == n_boundary
+    assert not _interiors_touch(classes, inst)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 29), st.integers(0, 19), st.integers(1, 12), st.integers(1, 12)),
+                max_size=5))
+def test_targets_properties(rects: list[tuple[int, int, int, int]]) -> None:
+    inst = _squares(*[(x, y, x + w, y + h) for x, y, w, h in rects])
+    classes = targets(inst)
+    assert np.array_equal(classes > 0, inst > 0)
+    assert not _interiors_touch(classes, inst)
+
+
+def test_composites_deterministic_and_consistent() -> None:
+    maker = CompositeMaker(demo_sprites(), (96, 128))
+    a, b, c = maker.make(5), maker.make(5), maker.make(6)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.instances, b.instances)
+    assert not np.array_equal(a.image, c.image)
+    for comp in (maker.make(s) for s in range(12)):
+        assert comp.image.shape == (96, 128, 3) and comp.image.dtype == np.uint8
+        assert comp.instances.dtype == np.int32 and comp.classes.dtype == np.uint8
+        assert np.array_equal(comp.classes, targets(comp.instances))
+
+
+def test_composites_have_touching_items() -> None:
+    maker = CompositeMaker(demo_sprites(), (96, 128))
+    touching = 0
+    for s in range(30):
+        inst = maker.make(s).instances
+        touching += int(((inst[:, 1:] != inst[:, :-1]) & (inst[:, 1:] > 0) & (inst[:, :-1] > 0)).any())
+    assert touching >= 5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_procedural_items_and_hands(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    img, alpha = procedural_sprite(rng)
+    assert img.shape[:2] == alpha.shape and 0.3 < (alpha > 0.5).mean() <= 1.0
+    img, alpha = hand_sprite(rng, 120)
+    assert img.shape[1] == 120 and 0.1 < (alpha > 0.5).mean() < 0.9
+
+
+def test_cutout_white_background() -> None:
+    assert cutout(np.full((50, 50, 3), 255, np.uint8)) is None, "nothing on white"
+    img = np.full((60, 80, 3), 255, np.uint8)
+    cv2.rectangle(img, (20, 10), (59, 49), (30, 60, 200), -1)
+    cv2.rectangle(img, (30, 20), (40, 30), (255, 255, 255), -1)  # a white patch inside: a hole to fill
+    sprite = cutout(img)
+    assert sprite is not None
+    crop, alpha = sprite
+    # The 3x3 pre-blur may add a 1-px halo around the 40x40 product.
+    assert 40 <= crop.shape[0] <= 42 and 40 <= crop.shape[1] <= 42 and (alpha > 0.5).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- export (torch)
+
+@pytest.mark.export
+@pytest.mark.slow
+def test_tiny_export_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import onnx  # noqa: PLC0415
+
+    from export.__main__ import main  # noqa: PLC0415
+    from export.segmenter import SegNet, export_wrapper, load_onnx_weights  # noqa: PLC0415
+    from stream.config import load_config  # noqa: PLC0415
+    from stream.scene import CheckoutScene  # noqa: PLC0415
+    from stream.segment import Segmenter  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    iconic = DATA / "grocery-store" / "iconic"  # absent elsewhere: then procedural items only
+    assert main(["segmenter", "--out", str(tmp_path), "--tiny", "--iconic", str(iconic)]) == 0
+    assert time.monotonic() - t0 < 60
+    path = tmp_path / "segmenter.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["name"] == "checkout-segmenter"
+    assert json.loads(meta["input_size"]) == [192, 256]
+    assert json.loads(meta["class_names"]) == ["background", "item", "boundary"]
+    assert json.loads(meta["normalisation"])["in_graph"] is True and meta["training_data"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["torch_vs_ort_class_agreement"] >= 0.99
+
+    # The runtime accepts it, and the weights read back from the ONNX give the same classes.
+    cfg = load_config(overrides={"segment.model.path": str(path), "segment.model.provider": "cpu"})
+    seg = Segmenter(cfg.segment)
+    frame = CheckoutScene(seed=9, duration_s=5).render(60).image
+    frame = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_AREA)
+    import torch  # noqa: PLC0415
+
+    net = load_onnx_weights(SegNet(pretrained=False), path)
+    with torch.no_grad():
+        ref = export_wrapper(net)(torch.from_numpy(frame[None]))[0][0].numpy()
+    assert (seg.segment(frame).classes == ref).mean() >= 0.99
