@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import backbone, onnx_utils
+from export import backbone, fit, onnx_utils, segmenter
 from export.data import HELD_OUT, Split, default_data_root, load_training
 from export.embedder import (
     PooledNet,
@@ -112,6 +112,9 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
     "embedder": ("train (metric learning) and export the crop embedder", add_embedder_args, run_embedder),
+    "segmenter": ("train on synthetic composites and export the segmenter", segmenter.add_arguments,
+                  segmenter.run),
+    "fit": ("fine-tune the segmenter to one counter and catalog", fit.add_arguments, fit.run),
 }
 
 
