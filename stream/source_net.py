@@ -226,6 +226,9 @@ class NetworkSource(LiveSource):
             if not container.streams.video:
                 raise Outage("the stream has no video track")
             stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w * h > cfg.max_pixels:  # the decoder would refuse them anyway, less clearly
+                raise Outage(f"frames of {w}x{h} exceed source.max_pixels={cfg.max_pixels}")
             configure_decoder(stream, cfg, threaded=False)
             frames = decode_video(container, stream, self._count_error, max_frame_gap_s=cfg.read_timeout_s)
             for vframe in frames:

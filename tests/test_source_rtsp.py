@@ -344,3 +344,17 @@ def test_http_file_is_live_and_replays_after_its_end(tmp_path: Path, cfg: Source
     assert reader.kinds()[:3] == ["source.online", "source.offline", "source.online"]
     assert reader.events[1][2]["reason"] == "end of stream"
     assert [f.index for _, f in reader.frames[:20]] == list(range(20))
+
+
+def test_oversized_stream_is_refused_with_a_clear_reason(server: RtspServer, cfg: SourceConfig) -> None:
+    reader = Reader()
+    small = dataclasses.replace(cfg, max_pixels=320 * 240 - 1)
+    src = open_source(server.url(), small, on_status=reader.status)
+    reader.start(src)
+    try:
+        assert wait_for(lambda: reader.events, 8.0)
+    finally:
+        src.close()
+    assert reader.events[0][1:] == ("source.offline", {
+        "reason": f"frames of 320x240 exceed source.max_pixels={320 * 240 - 1}", "attempt": 1})
+    assert not reader.frames
