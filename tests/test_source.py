@@ -21,6 +21,7 @@ from stream.source import (
     FileSource,
     LatestFrameSlot,
     NetworkSource,
+    Source,
     SourceError,
     open_source,
     redact,
@@ -55,6 +56,7 @@ def make_video(path: Path, codec: str, *, n: int = N_FRAMES, size: tuple[int, in
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", format=fmt, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = size
         if pix_fmt:
             stream.pix_fmt = pix_fmt
@@ -85,7 +87,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return vids
 
 
-def read_all(src: FileSource, limit_s: float = 20.0) -> list[Frame]:
+def read_all(src: Source, limit_s: float = 20.0) -> list[Frame]:
     frames = []
     deadline = time.monotonic() + limit_s
     while (f := src.read()) is not None:
@@ -378,7 +380,8 @@ def test_slot_close_still_hands_out_the_last_frame() -> None:
     slot = LatestFrameSlot()
     slot.put(_frame(3))
     slot.close()
-    assert slot.get(0.01).index == 3
+    last = slot.get(0.01)
+    assert last is not None and last.index == 3
     assert slot.get(0.01) is None
 
 

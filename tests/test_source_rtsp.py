@@ -186,12 +186,12 @@ def test_server_restart_reports_outage_and_recovers(cfg: SourceConfig) -> None:
         for cycle in range(2):
             t_kill = time.monotonic()
             srv.kill()
-            assert wait_for(lambda t=t_kill: reader.first_after(t, "source.offline"), 5.0)
+            assert wait_for(functools.partial(reader.first_after, t_kill, "source.offline"), 5.0)
             detect.append(reader.first_after(t_kill, "source.offline") - t_kill)  # type: ignore[operator]
             time.sleep(1.5)
             srv.start()
             t_up = time.monotonic()
-            assert wait_for(lambda t=t_up: reader.first_after(t, "frame"), 8.0), f"cycle {cycle}: no frame"
+            assert wait_for(functools.partial(reader.first_after, t_up, "frame"), 8.0), f"cycle {cycle}"
             recover.append(reader.first_after(t_up, "frame") - t_up)  # type: ignore[operator]
     finally:
         src.close()
