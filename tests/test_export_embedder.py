@@ -1,0 +1,69 @@
+"""End-to-end: tiny embedder training + ONNX export, then the ONNX checked against torch and the
+runtime's contract. Also the backbone port itself (strict ImageNet load, feature strides)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from export import backbone  # noqa: E402
+from export.__main__ import main as export_main  # noqa: E402
+from export.embedder import load_checkpoint  # noqa: E402
+from export.onnx_utils import InGraphPreprocess, ort_session  # noqa: E402
+from stream.config import ModelConfig  # noqa: E402
+from stream.embed import Embedder, letterbox  # noqa: E402
+
+pytestmark = pytest.mark.export
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1"])
+def test_backbone_loads_imagenet_weights_strictly_and_has_documented_strides(variant: str) -> None:
+    model = backbone.build(variant).eval()  # strict load: raises on any missing/unexpected key
+    with torch.no_grad():
+        feats = model.features(torch.zeros(1, 3, 96, 128))
+        pooled = model.forward_pool(torch.zeros(2, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == list(backbone.FEATURE_CHANNELS)
+    strides = [(96 // f.shape[2], 128 // f.shape[3]) for f in feats]
+    assert strides == [(s, s) for s in backbone.FEATURE_STRIDES]
+    assert pooled.shape == (2, backbone.HEAD_CHANNELS)
+
+
+@pytest.mark.slow
+def test_tiny_training_and_export_end_to_end(tmp_path: Path) -> None:
+    assert export_main(["embedder", "--out", str(tmp_path), "--tiny", "--quiet"]) == 0
+    path = tmp_path / "embedder.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["name"] == "checkout-embedder"
+    size, dim = json.loads(meta["input_size"]), json.loads(meta["embedding_dim"])
+    assert json.loads(meta["normalisation"])["mean"] == backbone.MEAN
+    assert meta["training_data"] and meta["version"]
+
+    # torch (with the same in-graph preprocessing) vs ONNX Runtime, per vector, on real-looking crops
+    net, _ = load_checkpoint(tmp_path / "checkpoint.pt")
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (rng.integers(20, 300), rng.integers(20, 300), 3), dtype=np.uint8)
+             for _ in range(5)]
+    batch = np.stack([letterbox(c, size) for c in crops])
+    with torch.no_grad():
+        ref = InGraphPreprocess(net).eval()(torch.from_numpy(batch)).numpy()
+    got = ort_session(path).run(["embeddings"], {"crops": batch})[0]
+    assert got.shape == (5, dim) and got.dtype == np.float32
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() >= 0.9999, cos
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+    # the runtime accepts it as an embedder and gives the same vectors for any-size crops
+    cfg = ModelConfig(path=str(path), provider="cpu", intra_op_threads=1, inter_op_threads=1,
+                      trt_cache_dir=str(tmp_path / "trt"), fp16=False, verify_checksum=False)
+    emb = Embedder(cfg)
+    np.testing.assert_allclose(emb.embed(crops), got, atol=1e-5)
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["torch_vs_ort"]["min_cosine"] >= 0.9999
