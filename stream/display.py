@@ -63,7 +63,7 @@ class Recorder:
         image = self.overlay.draw(result, status)
         h, w = image.shape[:2]
         if self._writer is None:
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot record to {self.path}: OpenCV could not open a writer")
             self._size = (w, h)

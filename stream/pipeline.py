@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,7 +49,8 @@ class ClassifierLike(Protocol):
 
 
 class EventsLike(Protocol):
-    def item(self, type: str, frame: Frame, track_id: int, bbox: object, label: Label | None) -> dict: ...
+    def item(self, type: str, frame: Frame, track_id: int, bbox: Sequence[float],
+             label: Label | None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

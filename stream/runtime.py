@@ -242,7 +242,7 @@ class Runtime:
             alive = [t.name for t in threads if t.is_alive()]
             if alive:
                 log.warning("threads still busy at shutdown: %s", ", ".join(alive))
-            self.stats.frames_dropped = frames.dropped + getattr(self.source, "dropped", 0)
+            self.stats.frames_dropped = frames.dropped
 
     def _capture_loop(self, frames: _Handoff) -> None:
         try:

@@ -6,8 +6,8 @@ Files end; live sources (network, camera) never end by themselves: an outage is 
 ``on_status`` and retried forever with capped, jittered backoff until ``stop`` is set.
 
 Live sources live in ``stream.source_net``, the shared interface in ``stream.source_base``; this
-module holds the file reader, ``open_source`` and ``LatestFrameSlot`` (the one-slot buffer that
-keeps capture from queueing stale frames).
+module holds the file reader and ``open_source``. The one-slot hand-off that keeps capture from
+queueing stale frames belongs to the runtime (``stream.runtime``), which owns every thread.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from stream.types import Frame
 __all__ = [
     "CameraSource",
     "FileSource",
-    "LatestFrameSlot",
     "NetworkSource",
     "Source",
     "SourceError",
@@ -184,50 +183,6 @@ class FileSource(Source):
         if not self._closed:
             self._closed = True
             self._container.close()
-
-
-class LatestFrameSlot:
-    """A thread-safe one-frame buffer between a capture thread and a slower consumer.
-
-    ``put`` replaces an unread frame (counted in ``dropped``) instead of queueing it, so the consumer
-    always gets the newest frame and capture never waits: lag stays flat however slow the consumer.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self.put_count = 0
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> None:
-        """Offer the newest frame; ignored after ``close()``."""
-        with self._cond:
-            if self._closed:
-                return
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self.put_count += 1
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The newest unread frame, waiting up to ``timeout`` s (None: forever); None on timeout or
-        once closed and drained."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        """Wake every waiter; later ``get`` calls return what is left, then None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 def _camera_device(spec: str) -> int | str | None:

@@ -19,7 +19,6 @@ from stream.config import SourceConfig, load_config
 from stream.source import (
     CameraSource,
     FileSource,
-    LatestFrameSlot,
     NetworkSource,
     Source,
     SourceError,
@@ -327,85 +326,6 @@ def test_shared_clips(name: str, count: int | None, size: tuple[int, int], cfg: 
     frames = read_all(open_source(str(path), cfg), limit_s=60)
     assert len(frames) == count if count is not None else len(frames) > 10
     assert {f.size for f in frames} == {size}
-
-
-# --- the one-slot buffer ------------------------------------------------------------------------
-
-
-def _frame(i: int) -> Frame:
-    return Frame(image=np.zeros((2, 2, 3), np.uint8), index=i, t_capture=0.0, utc_capture=0.0, source="t")
-
-
-def test_slot_empty_get_times_out() -> None:
-    slot = LatestFrameSlot()
-    t0 = time.monotonic()
-    assert slot.get(timeout=0.1) is None
-    assert 0.08 <= time.monotonic() - t0 < 1.0
-    assert (slot.put_count, slot.dropped) == (0, 0)
-
-
-@pytest.mark.parametrize(
-    ("puts", "got", "dropped"),
-    [(0, None, 0), (1, 0, 0), (2, 1, 1), (5, 4, 4)],
-)
-def test_slot_keeps_newest_and_counts_drops(puts: int, got: int | None, dropped: int) -> None:
-    slot = LatestFrameSlot()
-    for i in range(puts):
-        slot.put(_frame(i))
-    frame = slot.get(timeout=0.01)
-    assert (frame.index if frame else None) == got
-    assert (slot.put_count, slot.dropped) == (puts, dropped)
-    assert slot.get(timeout=0.01) is None  # taken
-
-
-def test_slot_close_wakes_waiters() -> None:
-    slot = LatestFrameSlot()
-    results: list[Frame | None] = []
-    waiters = [threading.Thread(target=lambda: results.append(slot.get(None))) for _ in range(3)]
-    for t in waiters:
-        t.start()
-    time.sleep(0.05)
-    t0 = time.monotonic()
-    slot.close()
-    for t in waiters:
-        t.join(1.0)
-        assert not t.is_alive()
-    assert time.monotonic() - t0 < 0.5
-    assert results == [None, None, None]
-    slot.put(_frame(1))  # ignored once closed
-    assert slot.get(0.01) is None and slot.put_count == 0
-
-
-def test_slot_close_still_hands_out_the_last_frame() -> None:
-    slot = LatestFrameSlot()
-    slot.put(_frame(3))
-    slot.close()
-    last = slot.get(0.01)
-    assert last is not None and last.index == 3
-    assert slot.get(0.01) is None
-
-
-def test_slot_under_contention_accounts_for_every_frame() -> None:
-    slot = LatestFrameSlot()
-    n = 2000
-    got: list[int] = []
-
-    def consume() -> None:
-        while (f := slot.get(1.0)) is not None:
-            got.append(f.index)
-            time.sleep(0.0002)  # a slower consumer, so some frames are replaced
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    for i in range(n):
-        slot.put(_frame(i))
-    slot.close()
-    consumer.join(5.0)
-    assert not consumer.is_alive()
-    assert got == sorted(got) and len(set(got)) == len(got)  # newest-first never reorders
-    assert slot.put_count == n
-    assert len(got) + slot.dropped == n
-    assert got[-1] == n - 1  # the last frame is never lost
 
 
 # --- live-source machinery without a network: backoff and cameras -------------------------------
