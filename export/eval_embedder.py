@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, label in (("train_catalog", "train"), ("iconic_catalog", "iconic")):
             x = r[key]
             print(f"{Path(r['model']).name[:40]:<40} {label:<8} {x['top1'] * 100:6.1f}%"
-                  f" {x['top5'] * 100:6.1f}% {x['held_out']['top1'] * 100:8.1f}% {x['seen']['top1'] * 100:6.1f}%")
+                  f" {x['top5'] * 100:6.1f}% {x['held_out']['top1'] * 100:8.1f}%"
+                  f" {x['seen']['top1'] * 100:6.1f}%")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
