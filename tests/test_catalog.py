@@ -205,3 +205,15 @@ def test_approximate_indexes_find_the_nearest_product(tmp_path: Path, index: str
     recall = np.mean([m.products[0] == p for (p, _), m in zip(queries, matches, strict=True)])
     assert recall >= 0.9, recall
     assert loaded.info()["index"] == index
+
+
+def test_from_images_without_images_is_an_error() -> None:
+    with pytest.raises(CatalogError, match="no product images"):
+        Catalog.from_images({}, FakeEmbedder(), cfg())
+    with pytest.raises(CatalogError, match="no product images"):
+        Catalog.from_images({"p": []}, FakeEmbedder(), cfg())
+
+
+def test_unknown_index_type_lists_the_valid_ones() -> None:
+    with pytest.raises(CatalogError, match="flat, hnsw, ivf"):
+        Catalog(cfg(), FakeEmbedder().identity, DIM, "lsh")
