@@ -86,7 +86,11 @@ class FileSource(Source):
         self._stream = self._container.streams.video[0]
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._nominal_step = 1.0 / float(rate) if rate and float(rate) > 0 else 1.0 / 25.0
-        configure_decoder(self._stream, cfg, threaded=True)
+        try:
+            configure_decoder(self._stream, cfg, threaded=True)
+        except SourceError as exc:
+            self._container.close()
+            raise SourceError(f"{path}: {exc}") from None
         cc = self._stream.codec_context
         w, h = cc.width, cc.height  # from the container headers; 0 when unknown until decoding
         try:

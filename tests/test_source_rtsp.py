@@ -11,13 +11,10 @@ import dataclasses
 import functools
 import http.server
 import logging
-import selectors
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
@@ -25,63 +22,10 @@ from stream.config import SourceConfig, load_config
 from stream.source import Source, open_source
 from stream.types import Frame
 from tests.faultproxy import FaultProxy
+from tests.live import PASSWORD, RTSP_MISSING, SECRETS, SIZE, RtspServer, wait_for
 from tests.test_source import make_video
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).with_name("rtsp_server.py")
-USER, PASSWORD = "cam", "pa:ss@w0rd"
-SECRETS = (PASSWORD, quote(PASSWORD, safe=""), "ss%40w0rd", "w0rd")
-SIZE = (320, 240)
-FPS = 15
-
-
-def _gst_rtsp_missing() -> str | None:
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer")
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{SYSTEM_PYTHON} unusable: {exc}"
-    if done.returncode:
-        return f"{SYSTEM_PYTHON} cannot import GstRtspServer (run .ci/install-rtsp.sh)"
-    return None
-
-
-_MISSING = _gst_rtsp_missing()
-pytestmark = [pytest.mark.network, pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")]
-
-
-class RtspServer:
-    """tests/rtsp_server.py as a subprocess; ``kill()`` + ``start()`` simulate an outage on one port."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 20.0) -> RtspServer:
-        cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--fps", str(FPS),
-               "--width", str(SIZE[0]), "--height", str(SIZE[1]), "--user", USER, "--password", PASSWORD]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                self.kill()
-                raise RuntimeError(f"rtsp_server.py did not get ready within {timeout} s")
-        line = self.proc.stdout.readline().split()
-        if len(line) != 2 or line[0] != "READY":
-            self.kill()
-            raise RuntimeError(f"rtsp_server.py failed to start: {line}")
-        self.port = int(line[1])
-        return self
-
-    def url(self, port: int | None = None, password: str = PASSWORD) -> str:
-        return f"rtsp://{USER}:{quote(password, safe='')}@127.0.0.1:{port or self.port}/test"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+pytestmark = [pytest.mark.network, pytest.mark.skipif(RTSP_MISSING is not None, reason=RTSP_MISSING or "")]
 
 
 class Reader:
@@ -121,15 +65,6 @@ class Reader:
         times = [te for te, k, _ in self.events if te >= t and k == kind] if kind != "frame" else \
             [tf for tf, _ in self.frames if tf >= t]
         return times[0] if times else None
-
-
-def wait_for(cond: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
 
 
 @pytest.fixture(scope="module")
