@@ -226,6 +226,8 @@ class NetworkSource(LiveSource):
             if not container.streams.video:
                 raise Outage("the stream has no video track")
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise Outage("no decoder for the stream's video codec")
             w, h = stream.codec_context.width, stream.codec_context.height
             if w * h > cfg.max_pixels:  # the decoder would refuse them anyway, less clearly
                 raise Outage(f"frames of {w}x{h} exceed source.max_pixels={cfg.max_pixels}")
