@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
                         format="checkout-stream: %(levelname)s: %(message)s")
-    for noisy in ("numba", "PIL", "matplotlib"):
+    for noisy in ("numba", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -48,7 +48,10 @@ class Overlay:
         for view in result.tracks:
             self._draw_track(image, view.track_id, view.xyxy, view.label)
         if status and self.cfg.show_fps:
-            _text(image, status, (8, 22), (255, 255, 255), scale=0.55)
+            (tw, th), _ = cv2.getTextSize(status, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            cv2.rectangle(image, (0, 0), (tw + 16, th + 14), (0, 0, 0), -1)
+            cv2.putText(image, status, (8, th + 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                        cv2.LINE_AA)
         return image
 
     @staticmethod
