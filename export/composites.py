@@ -103,7 +103,7 @@ def split_iconic(iconic_dir: Path, every: int = 7) -> tuple[list[Path], list[Pat
 
 
 def _color(rng: np.random.Generator) -> tuple[int, int, int]:
-    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(60, 256), rng.integers(60, 256)]]])
+    hsv = np.array([[[rng.integers(0, 180), rng.integers(60, 256), rng.integers(60, 256)]]], np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return int(b), int(g), int(r)
 
@@ -198,7 +198,7 @@ def _surface(rng: np.random.Generator, width: int, height: int, style: str) -> n
     if style == "granite":
         layers = [cv2.resize(rng.random((height // s + 1, width // s + 1)).astype(np.float32),
                              (width, height), interpolation=cv2.INTER_NEAREST) for s in (1, 2, 4)]
-        g = sum(layers) / 3.0
+        g: np.ndarray = (layers[0] + layers[1] + layers[2]) / 3.0
         base = np.array(rng.uniform(60, 200, 3), np.float32)
         return (base * (0.6 + 0.6 * g[..., None])).clip(0, 255).astype(np.uint8)
     if style == "tiles":
@@ -343,7 +343,8 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     light = cv2.resize(rng.uniform(0.65, 1.3, (3, 3)).astype(np.float32), (w, h),
                        interpolation=cv2.INTER_CUBIC)
-    img = image.astype(np.float32) * light[..., None] * rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    cast = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    img: np.ndarray = image.astype(np.float32) * light[..., None] * cast
     if rng.random() < 0.25:  # noqa: PLR2004 - motion blur along a random direction
         n = int(rng.integers(3, 8))
         k = np.zeros((n, n), np.float32)
@@ -352,10 +353,10 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     elif rng.random() < 0.2:  # noqa: PLR2004
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
     img += rng.normal(0, rng.uniform(0, 6), img.shape).astype(np.float32)
-    out = img.clip(0, 255).astype(np.uint8)
+    out: np.ndarray = img.clip(0, 255).astype(np.uint8)
     if rng.random() < 0.5:  # noqa: PLR2004
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
+        out = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR))
     return out
 
 

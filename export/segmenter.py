@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,7 +235,7 @@ def pixel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "pixel_accuracy": float((pred == truth).mean())}
 
 
-def evaluate(net: SegNet, sets: dict[str, tuple[np.ndarray, ...]]) -> dict[str, dict[str, float]]:
+def evaluate(net: SegNet, sets: Mapping[str, tuple[np.ndarray, ...]]) -> dict[str, dict[str, float]]:
     return {name: pixel_metrics(predict(net, s[0]), s[1]) for name, s in sets.items()}
 
 
@@ -247,7 +247,8 @@ def _lr_factor(progress: float) -> float:
 
 
 def train(cfg: TrainConfig, net: SegNet | None = None, *,
-          batch_source: Iterator[tuple[np.ndarray, ...]] | None = None, progress: bool = True) -> tuple[SegNet, dict]:
+          batch_source: Iterator[tuple[np.ndarray, ...]] | None = None,
+          progress: bool = True) -> tuple[SegNet, dict]:
     """Train for ``cfg.minutes`` of wall time (or ``cfg.max_steps``); returns the net and a summary."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -349,6 +350,7 @@ def load_onnx_weights(net: SegNet, onnx_path: Path) -> SegNet:
                 continue
             bn.weight.fill_(1.0)
             bn.bias.copy_(torch.from_numpy(b))
+            assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
     return net
@@ -406,6 +408,7 @@ def build_segmenter(out: Path, cfg: TrainConfig, *, init: Path | None = None, ve
     if init is not None:
         load_onnx_weights(net, init)
     net, summary = train(cfg, net, progress=progress)
+    save_checkpoint(net, summary, out / "checkpoint.pt")
     summary["n_train_iconic"] = len(train_iconic)
     summary["heldout_iconic"] = [p.stem for p in held_iconic]
     sets = validation_sets(cfg, train_iconic, held_iconic)
