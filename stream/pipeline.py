@@ -9,8 +9,8 @@ when its label first settles or changes, ``item.left`` when a confirmed track is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np

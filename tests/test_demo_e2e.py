@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream.catalog import Catalog
 
+from stream.catalog import Catalog
 from stream.config import load_config
 from stream.demo import SceneSource, demo_photos
 from stream.embed import Embedder

@@ -99,6 +99,18 @@ class Collect:
         pass
 
 
+def _inject(kind: str, server: RtspServer, proxy: FaultProxy) -> None:
+    """One fault: the camera restarts (3 s down), or the link stalls/cuts/corrupts/refuses for 4 s."""
+    if kind == "restart":
+        server.kill()
+        time.sleep(3)
+        server.start()
+    else:
+        proxy.set_mode(kind)
+        time.sleep(4)
+        proxy.set_mode("pass")
+
+
 SOAK_S = float(os.environ.get("SOAK_SECONDS", "300"))
 FAULTS = ("restart", "stall", "cut", "corrupt", "refuse")
 
@@ -137,14 +149,7 @@ def test_soak_with_faults(server, tmp_path):
                 k += 1
                 t_fault = time.monotonic()
                 processed = rt.stats.frames_processed
-                if kind == "restart":
-                    own.kill()
-                    time.sleep(3)
-                    own.start()
-                else:
-                    proxy.set_mode(kind)
-                    time.sleep(4)
-                    proxy.set_mode("pass")
+                _inject(kind, own, proxy)
                 recovered = wait_for(lambda p=processed: rt.stats.frames_processed > p + 5, 20)
                 injected.append((kind, round(t_fault - t_start, 1), round(time.monotonic() - t_fault, 2),
                                  recovered))
