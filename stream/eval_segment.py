@@ -75,15 +75,23 @@ def upsample_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
+def _dense(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids present with 0 always first, labels renumbered 0..len(ids)-1) without sorting pixels."""
+    flat = labels.ravel()
+    present = np.bincount(flat) > 0
+    present[0] = True
+    ids = np.flatnonzero(present)
+    lut = np.zeros(len(present), np.int64)
+    lut[ids] = np.arange(len(ids))
+    return ids, lut[flat]
+
+
 def overlap_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(intersection [T+1, P+1] pixel counts, true ids, predicted ids) with row/col 0 = background."""
-    t_ids, t_inv = np.unique(truth, return_inverse=True)
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
-    if t_ids[0] != 0:
-        t_ids, t_inv = np.concatenate([[0], t_ids]), t_inv.ravel() + 1
-    if p_ids[0] != 0:
-        p_ids, p_inv = np.concatenate([[0], p_ids]), p_inv.ravel() + 1
-    inter = np.bincount(t_inv.ravel() * len(p_ids) + p_inv.ravel(), minlength=len(t_ids) * len(p_ids))
+    """(intersection [T+1, P+1] pixel counts, true ids, predicted ids) with row/col 0 = background.
+    Ids must be non-negative integers."""
+    t_ids, t_dense = _dense(truth.astype(np.int64, copy=False))
+    p_ids, p_dense = _dense(pred.astype(np.int64, copy=False))
+    inter = np.bincount(t_dense * len(p_ids) + p_dense, minlength=len(t_ids) * len(p_ids))
     return inter.reshape(len(t_ids), len(p_ids)), t_ids, p_ids
 
 
