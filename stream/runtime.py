@@ -198,7 +198,8 @@ class Runtime:
             self.sinks.close()
             for out in self.outputs:
                 out.close()
-            self.source.close()
+            if not self.threaded:
+                self.source.close()
         return summary
 
     def _run_sequential(self) -> None:
@@ -236,12 +237,15 @@ class Runtime:
                     self._stop.set()
         finally:
             self._stop.set()
+            # The stages first (their results are flushed); capture last and briefly: it may still be
+            # closing a dead network stream, which it finishes on its own (a daemon thread).
             deadline = time.monotonic() + self.shutdown_timeout_s
-            for t in threads:
+            for t in (threads[2], threads[1], threads[0]):
                 t.join(max(0.0, deadline - time.monotonic()))
-            alive = [t.name for t in threads if t.is_alive()]
-            if alive:
-                log.warning("threads still busy at shutdown: %s", ", ".join(alive))
+                deadline = min(deadline, time.monotonic() + self.shutdown_timeout_s / 4)
+            busy = [t.name for t in threads[1:] if t.is_alive()]
+            if busy:
+                log.warning("stages still busy at shutdown: %s", ", ".join(busy))
             self.stats.frames_dropped = frames.dropped
 
     def _capture_loop(self, frames: _Handoff) -> None:
@@ -256,6 +260,10 @@ class Runtime:
             log.exception("capture failed")
         finally:
             frames.put(_END)
+            # Closing a stalled network stream can take most of a second (RTSP teardown to a silent
+            # peer): done here, it never holds up shutdown, which waits for this thread at most
+            # shutdown_timeout_s.
+            self.source.close()
 
     def _detect_loop(self, frames: _Handoff, detected: _Handoff) -> None:
         try:
