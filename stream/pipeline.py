@@ -124,6 +124,13 @@ class Pipeline:
                            track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0)
         return FrameResult(frame, dets, tuple(views), tuple(events), times)
 
+    def warm_up(self, size: tuple[int, int] = (640, 480)) -> None:
+        """Run segment, boxes and track once on a blank frame so that JIT compilation and the first
+        ONNX Runtime call happen before capture starts, not on the first frames of the run."""
+        blank = np.full((size[1], size[0], 3), 127, np.uint8)
+        self.tracker.update(self.boxes.extract(self.segmenter.segment(blank)))
+        self.tracker.reset()
+
     def process(self, frame: Frame) -> FrameResult:
         return self.update(self.detect(frame))
 

@@ -184,6 +184,7 @@ class Runtime:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        self.pipeline.warm_up()
         self.stats = RunStats()
         try:
             if self.threaded:
