@@ -39,12 +39,13 @@ class Overlay:
                 if view.detection_index >= 0:
                     lut[view.detection_index + 1] = track_colour(view.track_id)
             small = lut[inst]
-            tint = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-            mask = cv2.resize((inst > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
             if lut[1:].any():
+                # Blend at full size, then copy only the painted pixels (cv2.copyTo with a mask is
+                # far cheaper than numpy boolean indexing over the frame).
+                tint = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+                painted = cv2.resize(small.any(axis=2).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
                 blend = cv2.addWeighted(image, 1 - self.cfg.mask_alpha, tint, self.cfg.mask_alpha, 0)
-                sel = (mask > 0) & tint.any(axis=2)
-                image[sel] = blend[sel]
+                cv2.copyTo(blend, painted, image)
         for view in result.tracks:
             self._draw_track(image, view.track_id, view.xyxy, view.label)
         if status and self.cfg.show_fps:
