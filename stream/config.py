@@ -72,6 +72,7 @@ class TrackConfig:
     new_track_threshold: float = bounded(0.0, 1.0)
     match_iou: float = bounded(0.0, 1.0)
     low_match_iou: float = bounded(0.0, 1.0)
+    distance_gate: float = bounded(0.0, 10.0)
     min_hits: int = bounded(1, 1000)
     max_lost_frames: int = bounded(0, 100000)
     appearance_weight: float = bounded(0.0, 1.0)

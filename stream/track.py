@@ -141,6 +141,24 @@ def _gated_match(iou: np.ndarray, cost: np.ndarray, min_iou: float) -> tuple[np.
     return rows[keep], cols[keep]
 
 
+def _distance_match(pred: np.ndarray, boxes: np.ndarray, gate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(track rows, detection cols) matched by centre distance in units of the larger box diagonal,
+    among pairs closer than ``gate`` whose areas differ by less than 3x."""
+    if len(pred) == 0 or len(boxes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cp = (pred[:, :2] + pred[:, 2:]) / 2
+    cd = (boxes[:, :2] + boxes[:, 2:]) / 2
+    dp = np.hypot(*(pred[:, 2:] - pred[:, :2]).T)
+    dd = np.hypot(*(boxes[:, 2:] - boxes[:, :2]).T)
+    dist = np.linalg.norm(cp[:, None, :] - cd[None, :, :], axis=2) / np.maximum(
+        np.maximum(dp[:, None], dd[None, :]), 1e-6)
+    ratio = (dp[:, None] / np.maximum(dd[None, :], 1e-6)) ** 2
+    ok = (dist <= gate) & (ratio < 3.0) & (ratio > 1 / 3.0)
+    rows, cols = linear_assignment(np.where(ok, dist, _INFEASIBLE))
+    keep = ok[rows, cols]
+    return rows[keep], cols[keep]
+
+
 class Tracker:
     """Assigns stable ids to item boxes across frames. One instance per source; not thread-safe."""
 
@@ -199,6 +217,14 @@ class Tracker:
         iou = box_iou(pred_xyxy[rest], boxes[low])
         t2, d2 = _gated_match(iou, 1.0 - iou, cfg.low_match_iou)
         det_idx[rest[t2]] = low[d2]
+
+        # Stage 3: fast motion (an item put down or swept off quickly) can leave no overlap with the
+        # constant-velocity prediction; close, similar-sized confident detections still match.
+        if cfg.distance_gate > 0:
+            rest = np.flatnonzero(det_idx < 0)
+            free = np.setdiff1d(high, det_idx[det_idx >= 0])
+            t3, d3 = _distance_match(pred_xyxy[rest], boxes[free], cfg.distance_gate)
+            det_idx[rest[t3]] = free[d3]
 
         self._correct(det_idx, boxes, conf)
         if use_emb and len(t1):

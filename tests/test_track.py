@@ -16,7 +16,7 @@ from stream.config import TrackConfig, load_config
 from stream.track import Tracker, box_iou, linear_assignment
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 
-BASE = load_config().track
+BASE = dataclasses.replace(load_config().track, min_hits=3)  # the tests count frames from 3
 
 
 def cfg(**over: Any) -> TrackConfig:
@@ -403,3 +403,15 @@ def test_kalman_does_not_mutate_and_keeps_covariance_symmetric() -> None:
     assert np.isfinite(um).all() and np.isfinite(uc).all()
     np.testing.assert_allclose(uc, uc.transpose(0, 2, 1), atol=1e-9)
     assert (np.linalg.eigvalsh(uc) > 0).all()
+
+
+@pytest.mark.parametrize(("gate", "same_id"), [(0.0, False), (1.0, True)])
+def test_fast_motion_matched_by_centre_distance(gate: float, same_id: bool) -> None:
+    """An item swept 60 px per frame (no overlap with the prediction after a start from rest) keeps its
+    id through the distance stage; with the stage off it is reborn."""
+    tracker = Tracker(cfg(distance_gate=gate, min_hits=1))
+    ids = []
+    for x in (0, 0, 0, 60, 130, 210):
+        tracks = tracker.update(dets([[100 + x, 100, 150 + x, 150]]))
+        ids.append({int(t) for t, s in zip(tracks.track_id, tracks.state, strict=True) if s != REMOVED})
+    assert (len(set().union(*ids)) == 1) == same_id
