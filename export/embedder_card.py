@@ -137,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--onnx", type=Path, required=True)
     p.add_argument("--eval", type=Path, required=True, help="eval_embedder JSON of this model")
     p.add_argument("--baseline", type=Path, help="eval_embedder JSON of the frozen baseline")
+    p.add_argument("--also", nargs=2, action="append", default=[], metavar=("LABEL", "JSON"),
+                   help="another eval_embedder JSON to list (e.g. a run that was not shipped)")
     p.add_argument("--latency", type=Path, help="benchmarks/results/models.json")
     p.add_argument("--dry-run", action="store_true", help="print the card, ship nothing")
     args = p.parse_args(argv)
     report = json.loads(args.onnx.with_name("export.json").read_text())
-    evals = [("fine-tuned", json.loads(args.eval.read_text())[0])]
+    evals = [("fine-tuned (shipped)", json.loads(args.eval.read_text())[0])]
+    evals += [(label, json.loads(Path(path).read_text())[0]) for label, path in args.also]
     if args.baseline:
         evals.append(("frozen ImageNet (224, 1280-d)", json.loads(args.baseline.read_text())[0]))
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.exists() else None
