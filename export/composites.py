@@ -25,7 +25,7 @@ import numpy as np
 from stream.scene import DEMO_PRODUCTS, Sprite, counter_texture, paste, product_sprite, warp_sprite
 
 BAND = 2  # boundary band width in model pixels
-TRAIN_STYLES = ("wood", "steel", "laminate", "belt", "plain")
+TRAIN_STYLES = ("wood", "steel", "laminate", "belt", "plain", "mottled", "stripes")
 HELDOUT_STYLES = ("granite", "tiles")  # never seen in training: a check that the model learnt items
 
 
@@ -186,6 +186,14 @@ def background(rng: np.random.Generator, width: int, height: int, styles: Sequen
         if y1 - y0 > 4:  # noqa: PLR2004
             bg[y0:y1] = _surface(rng, width, y1 - y0, styles[int(rng.integers(len(styles)))])
             bg[y0:y0 + 2] = _color(rng)
+    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.4 else 0):  # noqa: PLR2004
+        # Flat clutter that is not an item: tape, stickers, printed marks, cables.
+        p0 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        if rng.random() < 0.5:  # noqa: PLR2004
+            cv2.line(bg, p0, p1, _color(rng), int(rng.integers(1, 4)), cv2.LINE_AA)
+        else:
+            cv2.putText(bg, "SCAN", p0, cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.3, 1.0), _color(rng), 1)
     tint = rng.uniform(0.8, 1.2, 3).astype(np.float32)
     return (bg * tint).clip(0, 255).astype(np.uint8)
 
@@ -195,6 +203,21 @@ def _surface(rng: np.random.Generator, width: int, height: int, style: str) -> n
         noise = rng.normal(0, rng.uniform(1, 6), (height, width, 1)).astype(np.float32)
         return (np.array(_color(rng), np.float32) * rng.uniform(0.3, 1.0) + noise).clip(0, 255).astype(
             np.uint8)
+    if style == "mottled":  # smooth two-colour blotches at a random scale
+        s = int(rng.integers(4, 40))
+        g = cv2.resize(rng.random((height // s + 2, width // s + 2)).astype(np.float32), (width, height),
+                       interpolation=cv2.INTER_CUBIC)[..., None].clip(0, 1)
+        a, b = np.array(_color(rng), np.float32), np.array(_color(rng), np.float32) * rng.uniform(0.3, 1)
+        return (a * g + b * (1 - g)).clip(0, 255).astype(np.uint8)
+    if style == "stripes":
+        out = np.empty((height, width, 3), np.uint8)
+        out[:] = _color(rng)
+        step, thick = int(rng.integers(6, 40)), int(rng.integers(1, 5))
+        vertical = rng.random() < 0.5  # noqa: PLR2004
+        for v in range(int(rng.integers(0, step)), width if vertical else height, step):
+            p0, p1 = ((v, 0), (v, height)) if vertical else ((0, v), (width, v))
+            cv2.line(out, p0, p1, _color(rng), thick)
+        return out
     if style == "granite":
         layers = [cv2.resize(rng.random((height // s + 1, width // s + 1)).astype(np.float32),
                              (width, height), interpolation=cv2.INTER_NEAREST) for s in (1, 2, 4)]

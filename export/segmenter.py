@@ -476,7 +476,7 @@ Per-pixel item segmentation for a checkout counter: classes background / item / 
 Composites generated on the fly (export/composites.py): {summary['n_train_iconic']} grocery-store iconic
 packshots cut out of their white background (products held out: {', '.join(summary['heldout_iconic'])}),
 the 8 procedural demo products, random procedural bottles/cans/boxes/bags/produce; procedural
-wood/steel/laminate/belt/plain counters; random scale and rotation, touching and overlapping items,
+{'/'.join(TRAIN_STYLES)} counters with flat clutter (lines, printed marks); random scale and rotation, touching and overlapping items,
 cast shadows, uneven light, colour casts, motion/defocus blur, noise, JPEG; skin-toned hands/arms as
 background distractors. No real annotated checkout image exists in this project: every number below
 is on synthetic data.
