@@ -205,10 +205,10 @@ def _surface(rng: np.random.Generator, width: int, height: int, style: str) -> n
             np.uint8)
     if style == "mottled":  # smooth two-colour blotches at a random scale
         s = int(rng.integers(4, 40))
-        g = cv2.resize(rng.random((height // s + 2, width // s + 2)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)[..., None].clip(0, 1)
+        blot = cv2.resize(rng.random((height // s + 2, width // s + 2)).astype(np.float32), (width, height),
+                          interpolation=cv2.INTER_CUBIC)[..., None].clip(0, 1)
         a, b = np.array(_color(rng), np.float32), np.array(_color(rng), np.float32) * rng.uniform(0.3, 1)
-        return (a * g + b * (1 - g)).clip(0, 255).astype(np.uint8)
+        return (a * blot + b * (1 - blot)).clip(0, 255).astype(np.uint8)
     if style == "stripes":
         out = np.empty((height, width, 3), np.uint8)
         out[:] = _color(rng)
