@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 from stream.boxes import BoxExtractor, Scratch, components_with_stats  # noqa: E402
-from stream.config import BoxesConfig  # noqa: E402
+from stream.config import load_config  # noqa: E402
 from stream.types import SegMap  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boxes.json"
@@ -98,7 +98,7 @@ def run_case(name: str, classes: np.ndarray, reps: int, default_threads: int) ->
     h, w = classes.shape
     sm = SegMap(classes=classes, confidence=np.full((h, w), 0.9, np.float32),
                 class_names=("background", "item", "boundary"), source_size=(w, h))
-    stage = BoxExtractor(BoxesConfig(min_area_frac=0.002, connectivity=8, split_touching=True))
+    stage = BoxExtractor(load_config().boxes)
     res = {
         "case": name, "size": f"{w}x{h}", "components": len(ours), "identical": identical,
         "max_centroid_diff_px": cent_err, "items_after_split": len(stage.extract(sm)),

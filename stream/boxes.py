@@ -133,7 +133,7 @@ def components_with_stats(mask: np.ndarray, connectivity: int = 8,
     runs, pix = (scratch or Scratch()).fit(*m8.shape)
     labels, _, area, box, sums, class_id, _ = K.extract(
         m8, _words(m8, _BINARY_LUT), conf, confidence is not None, _BINARY_LUT, _NO_ITEM,
-        _eight(connectivity), 0.0, runs, pix)
+        _eight(connectivity), 0.0, runs, pix, 0)
     return _components(labels, area, box, sums, class_id=class_id, has_conf=confidence is not None)
 
 
@@ -212,7 +212,7 @@ class BoxExtractor:
         runs, pix = self._scratch.fit(h, w)
         labels, m, area, box, sums, class_id, n_unknown = K.extract(
             segmap.classes, _words(segmap.classes, plan.lut), segmap.confidence, True, plan.lut,
-            plan.item, self._eight, self._cfg.min_area_frac * h * w, runs, pix)
+            plan.item, self._eight, self._cfg.min_area_frac * h * w, runs, pix, self._cfg.boundary_reach)
         if n_unknown:
             raise ValueError(
                 f"SegMap.classes: {n_unknown} pixels have class ids >= {len(names)}, but class_names "

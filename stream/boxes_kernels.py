@@ -119,34 +119,41 @@ def _scan(classes, words, lut, eight, runs, pix):  # type: ignore[no-untyped-def
 
 
 @njit(nogil=True, cache=True)
-def _flood(labels, classes, lut, queue, head, tail, eight):  # type: ignore[no-untyped-def]  # noqa: PLR0917
-    """Breadth-first spread of queued labels into unlabelled GROW pixels; returns the new tail."""
+def _flood(labels, classes, lut, queue, head, tail, eight, layers):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Breadth-first spread of queued labels into unlabelled GROW pixels, at most ``layers`` pixel
+    layers beyond the queued ones; returns the new tail."""
     h, w = labels.shape
     dys = np.array([-1, 0, 0, 1, -1, -1, 1, 1])
     dxs = np.array([0, -1, 1, 0, -1, 1, -1, 1])
     nnb = 8 if eight else 4
-    while head < tail:
-        g = queue[head]
-        head += 1
-        y = g // w
-        x = g - y * w
-        lab = labels[y, x]
-        for k in range(nnb):
-            yy = y + dys[k]
-            xx = x + dxs[k]
-            if 0 <= yy < h and 0 <= xx < w and labels[yy, xx] == 0 and lut[classes[yy, xx]] == GROW:
-                labels[yy, xx] = lab
-                queue[tail] = yy * w + xx
-                tail += 1
+    done = 0
+    while head < tail and done < layers:
+        end = tail
+        while head < end:
+            g = queue[head]
+            head += 1
+            y = g // w
+            x = g - y * w
+            lab = labels[y, x]
+            for k in range(nnb):
+                yy = y + dys[k]
+                xx = x + dxs[k]
+                if 0 <= yy < h and 0 <= xx < w and labels[yy, xx] == 0 and lut[classes[yy, xx]] == GROW:
+                    labels[yy, xx] = lab
+                    queue[tail] = yy * w + xx
+                    tail += 1
+        done += 1
     return tail
 
 
 @njit(nogil=True, cache=True)
-def _grow(labels, classes, lut, pix, ng, n, eight):  # type: ignore[no-untyped-def]  # noqa: PLR0917
-    """Give each GROW pixel (``pix[0, :ng]``) the label of the nearest seed, breadth first.
+def _grow(labels, classes, lut, pix, ng, n, eight, reach):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+    """Give each GROW pixel (``pix[0, :ng]``) within ``reach`` pixels of a seed the label of the
+    nearest seed, breadth first.
 
-    Rim pixels no seed reaches become components of their own (a thin item may be all rim), so
-    every foreground pixel ends in exactly one component. Returns the new component count.
+    Rim pixels no seed reaches become components of their own (a thin item may be all rim: without
+    the reach limit, a big neighbour it touches would swallow it), so every foreground pixel ends in
+    exactly one component. Returns the new component count.
     """
     h, w = labels.shape
     grow = pix[0]
@@ -169,7 +176,7 @@ def _grow(labels, classes, lut, pix, ng, n, eight):  # type: ignore[no-untyped-d
                 queue[tail] = g
                 tail += 1
                 break
-    tail = _flood(labels, classes, lut, queue, 0, tail, eight)
+    tail = _flood(labels, classes, lut, queue, 0, tail, eight, reach - 1)
     for i in range(ng):
         g = grow[i]
         y = g // w
@@ -178,7 +185,7 @@ def _grow(labels, classes, lut, pix, ng, n, eight):  # type: ignore[no-untyped-d
             n += 1
             labels[y, x] = n
             queue[tail] = g
-            tail = _flood(labels, classes, lut, queue, tail, tail + 1, eight)
+            tail = _flood(labels, classes, lut, queue, tail, tail + 1, eight, h * w)
     return n
 
 
@@ -283,13 +290,14 @@ def _pick_class(counts, item):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True)
-def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach):  # type: ignore[no-untyped-def]  # noqa: PLR0917
     """Label the map and measure every component of at least ``min_area`` pixels.
 
     classes: uint8 [h, w]; words: the same bytes as uint64 (or empty: no background skipping);
     confidence: float32 [h, w] (read only if has_conf); lut: uint8 [256] BG/SEED/GROW/UNKNOWN per
     class id; item: bool [n_classes] (empty: no class counting, class 1 for all); runs: int32
-    [5, >= runs_capacity] and pix: int32 [2, >= h*w] scratch.
+    [5, >= runs_capacity] and pix: int32 [2, >= h*w] scratch; reach: how many pixels a seed grows
+    into GROW (boundary) pixels.
     Returns (labels int32 [h, w] 0 = none, m, area int64 [m], box int32 [m, 4] xyxy with x2/y2
     exclusive, sums float64 [m, 3] (sum x, sum y, sum confidence), class_id int32 [m], n_unknown).
     """
@@ -303,7 +311,7 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
         for x in range(runs[R_X0, i], runs[R_X1, i]):
             labels[y, x] = lab
     if ng > 0:
-        n = _grow(labels, classes, lut, pix, ng, n, eight)
+        n = _grow(labels, classes, lut, pix, ng, n, eight, reach)
     area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n,
                                           n_classes)
     remap, m = _keep(labels, runs, nr, pix, ng, area, min_area)

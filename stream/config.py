@@ -63,6 +63,7 @@ class BoxesConfig:
     min_area_frac: float = bounded(0.0, 1.0)
     connectivity: int = bounded(choices=(4, 8))
     split_touching: bool = bounded()
+    boundary_reach: int = bounded(1, 1000)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from stream.types import SegMap
 NAMES = ("background", "item", "boundary")
 
 
-def cfg(min_area_frac: float = 0.0, connectivity: int = 8, split_touching: bool = True) -> BoxesConfig:
+def cfg(min_area_frac: float = 0.0, connectivity: int = 8, split_touching: bool = True,
+        boundary_reach: int = 1000) -> BoxesConfig:
     return BoxesConfig(min_area_frac=min_area_frac, connectivity=connectivity,
-                       split_touching=split_touching)
+                       split_touching=split_touching, boundary_reach=boundary_reach)
 
 
 def grid(rows: str) -> np.ndarray:
@@ -218,3 +219,18 @@ def test_scratch_reuse_does_not_leak_between_maps() -> None:
     components_with_stats(big > 0, scratch=scratch)
     assert np.array_equal(components_with_stats(small > 0, scratch=scratch).labels,
                           label_components(small > 0)[0])
+
+
+@pytest.mark.parametrize(("reach", "n_items"), [(1000, 1), (2, 2)])
+def test_thin_all_boundary_item_touching_a_big_one(reach: int, n_items: int) -> None:
+    """A thin item that is all boundary (a banana at low resolution) touching a big item: with an
+    unlimited reach the big item swallows it; with a short reach it stays an item of its own."""
+    classes = np.zeros((12, 20), np.uint8)
+    classes[2:10, 2:9] = 2          # the big item's rim...
+    classes[3:9, 3:8] = 1           # ...around its interior
+    classes[5:7, 9:19] = 2          # a thin item, all rim, touching the big one's right edge
+    seg = SegMap(classes, np.ones(classes.shape, np.float32), NAMES, (20, 12))
+    d = BoxExtractor(cfg(boundary_reach=reach)).extract(seg)
+    assert len(d) == n_items
+    if n_items == 2:
+        assert sorted(d.xyxy[:, 2].tolist()) == [10.0, 19.0]  # big item keeps its rim (+ 1 px reach)
