@@ -22,14 +22,15 @@ class SceneSource:
         self.realtime = realtime
         self.loop = loop
         self.name = f"demo:seed={scene.seed}"
-        self._stop = stop or threading.Event()
+        self._stop = stop or threading.Event()  # the run's stop flag: read, never set here
+        self._closed = False
         self._n = scene.scene_length_frames
         self._i = 0
         self._t0: float | None = None
         self.fps = scene.fps
 
     def read(self) -> Frame | None:
-        if self._stop.is_set() or (self._i >= self._n and not self.loop):
+        if self._closed or self._stop.is_set() or (self._i >= self._n and not self.loop):
             return None
         if self._t0 is None:
             self._t0 = time.monotonic()
@@ -43,7 +44,7 @@ class SceneSource:
         return frame
 
     def close(self) -> None:
-        self._stop.set()
+        self._closed = True
 
 
 def demo_photos() -> dict[str, list]:
