@@ -44,8 +44,9 @@ def _events(path: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("state", ["streaming", "stalled", "reconnecting"])
-def test_sigterm_exits_cleanly_in_every_connection_state(state, server, tmp_path):
+@pytest.mark.parametrize(("state", "sig"), [("streaming", signal.SIGTERM), ("stalled", signal.SIGTERM),
+                                            ("reconnecting", signal.SIGTERM), ("streaming", signal.SIGINT)])
+def test_signal_exits_cleanly_in_every_connection_state(state, sig, server, tmp_path):
     cfg_file = tmp_path / "fast.yaml"
     cfg_file.write_text(yaml.safe_dump(FAST_TIMEOUTS))
     events = tmp_path / "events.jsonl"
@@ -65,18 +66,49 @@ def test_sigterm_exits_cleanly_in_every_connection_state(state, server, tmp_path
                 proxy.set_mode("refuse")
                 assert wait_for(lambda: any(e["type"] == "source.offline" for e in _events(events)), 10)
             t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             _, err = proc.communicate(timeout=20)
             elapsed = time.monotonic() - t0
         finally:
             if proc.poll() is None:
                 proc.kill()
-    print(f"\nSIGTERM while {state}: exit {proc.returncode} after {elapsed:.2f} s")
+    print(f"\n{sig.name} while {state}: exit {proc.returncode} after {elapsed:.2f} s")
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert elapsed < 2.5, elapsed  # 1 s shutdown budget, plus interpreter exit
     assert _events(events)[-1]["type"] == "run.summary"
     assert "pa:ss" not in err and "ss%40w0rd" not in err  # credentials never logged
+
+
+@pytest.mark.timeout(120)
+def test_long_outage_costs_little_cpu(server):
+    """The camera is unreachable for 20 s: capped backoff keeps the reconnect loop near idle."""
+    cfg = load_config(overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0}).source
+    statuses: list[str] = []
+    stop = threading.Event()
+    with FaultProxy(("127.0.0.1", server.port)) as proxy:
+        src = open_source(server.url(proxy.port), cfg, lambda kind, _d: statuses.append(kind), stop)
+        frames = []
+        reader = threading.Thread(target=lambda: [frames.append(f) for f in iter(src.read, None)])
+        reader.start()
+        try:
+            assert wait_for(lambda: len(frames) > 5, 20)
+            proxy.set_mode("refuse")
+            assert wait_for(lambda: "source.offline" in statuses, 5)
+            cpu0, t0 = time.process_time(), time.monotonic()
+            time.sleep(20)
+            cpu = time.process_time() - cpu0
+            wall = time.monotonic() - t0
+            n = len(frames)
+            proxy.set_mode("pass")
+            assert wait_for(lambda: len(frames) > n + 5, 15)
+        finally:
+            stop.set()
+            reader.join(5)
+            src.close()
+    print(f"\n20 s outage: {cpu:.2f} CPU s over {wall:.1f} s ({100 * cpu / wall:.1f}% of a core)")
+    assert cpu / wall < 0.05
+    assert statuses.count("source.offline") == 1 and statuses[-1] == "source.online"
 
 
 def _rss_mb() -> float:
