@@ -153,8 +153,8 @@ class FaultProxy:
             threading.Thread(target=self._pump, args=(src, dst, down), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
-        src.settimeout(_POLL_S)
         try:
+            src.settimeout(_POLL_S)  # inside the try: a "cut" may have closed the socket already
             while self._running:
                 if self._mode == "stall":
                     time.sleep(_POLL_S)  # read nothing: the sender's buffers fill, like a hung link
