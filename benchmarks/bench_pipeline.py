@@ -43,20 +43,8 @@ from stream.embed import Embedder  # noqa: E402
 from stream.runtime import build_runtime  # noqa: E402
 from stream.scene import CheckoutScene  # noqa: E402
 from stream.segment import Segmenter  # noqa: E402
+from stream.sinks import MemorySink  # noqa: E402
 from stream.source import open_source  # noqa: E402
-
-
-class Collect:
-    """An in-memory event sink (the benchmark measures the pipeline, not a terminal)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def publish(self, event: dict) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
 
 
 class Slowed:
@@ -88,7 +76,7 @@ def run_once(video: Path, *, threaded: bool, realtime: bool, embedder: Embedder,
              slow_s: float = 0.0) -> dict:
     cfg = load_config(overrides={"runtime.threaded": threaded, "source.realtime": realtime,
                                  "runtime.stats_interval_s": 0})
-    sink = Collect()
+    sink = MemorySink()
     seg = Segmenter(cfg.segment)
     rt = build_runtime(cfg, lambda on_status, stop: open_source(str(video), cfg.source, on_status, stop),
                        sink, embedder=embedder, catalog=catalog, stop=threading.Event(),

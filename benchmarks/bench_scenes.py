@@ -30,20 +30,11 @@ from stream.demo import SceneSource, demo_photos  # noqa: E402
 from stream.embed import Embedder  # noqa: E402
 from stream.runtime import build_runtime  # noqa: E402
 from stream.scene import CheckoutScene  # noqa: E402
+from stream.sinks import MemorySink  # noqa: E402
 from stream.track import box_iou  # noqa: E402
 
 MIN_VISIBLE_S = 1.5
 
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def publish(self, event: dict) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
 
 
 def match_item(scene: CheckoutScene, frame_index: int, bbox: list[float]) -> tuple[int, str] | None:
@@ -58,7 +49,7 @@ def match_item(scene: CheckoutScene, frame_index: int, bbox: list[float]) -> tup
 def score_scene(seed: int, seconds: float, overrides: dict, embedder: Embedder, catalog: Catalog) -> dict:
     cfg = load_config(overrides={"runtime.stats_interval_s": 0, **overrides})
     scene = CheckoutScene(seed=seed, duration_s=seconds)
-    sink = Collect()
+    sink = MemorySink()
     rt = build_runtime(cfg, lambda on_status, stop: SceneSource(scene, realtime=False, stop=stop), sink,
                        embedder=embedder, catalog=catalog)
     rt.run()

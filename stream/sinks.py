@@ -230,6 +230,24 @@ def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
     return sinks
 
 
+class MemorySink:
+    """Keeps the newest ``maxlen`` events in memory: for embedding the pipeline in a program (and for
+    tests and benchmarks), where events are read back as Python dicts rather than lines."""
+
+    def __init__(self, maxlen: int = 1_000_000) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=maxlen)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return list(self._events)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+
+    def close(self) -> None:
+        """Nothing to flush."""
+
+
 class SinkSet:
     """Fans each event out to several sinks; one failing sink never stops the others."""
 

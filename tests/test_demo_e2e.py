@@ -21,21 +21,12 @@ from stream.embed import Embedder
 from stream.events import validate
 from stream.runtime import build_runtime
 from stream.scene import CheckoutScene
+from stream.sinks import MemorySink
 from stream.track import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-
-class Collect:
-    def __init__(self):
-        self.events = []
-
-    def publish(self, ev):
-        self.events.append(ev)
-
-    def close(self):
-        pass
 
 
 def truth_at(scene: CheckoutScene, frame_index: int, bbox) -> str | None:
@@ -57,7 +48,7 @@ def demo_run():
     scene = CheckoutScene(seed=4, duration_s=14.0)
     embedder = Embedder(cfg.classify.model)
     catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog)
-    sink = Collect()
+    sink = MemorySink()
     rt = build_runtime(cfg, lambda on_status, stop: SceneSource(scene, realtime=False, stop=stop), sink,
                        embedder=embedder, catalog=catalog)
     summary = rt.run()

@@ -20,6 +20,7 @@ import yaml
 
 from stream.config import load_config
 from stream.runtime import build_runtime
+from stream.sinks import MemorySink
 from stream.source import open_source
 from tests.faultproxy import FaultProxy
 from tests.live import RTSP_MISSING, RtspServer, wait_for
@@ -120,16 +121,6 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-class Collect:
-    def __init__(self):
-        self.events: list[dict] = []
-
-    def publish(self, ev):
-        self.events.append(ev)
-
-    def close(self):
-        pass
-
 
 def _inject(kind: str, server: RtspServer, proxy: FaultProxy) -> None:
     """One fault: the camera restarts (3 s down), or the link stalls/cuts/corrupts/refuses for 4 s."""
@@ -153,7 +144,7 @@ def test_soak_with_faults(server, tmp_path):
                                  "runtime.stats_interval_s": 0})
     own = RtspServer().start()  # restarted by the soak: not the shared one
     proxy = FaultProxy(("127.0.0.1", own.port)).start()
-    sink = Collect()
+    sink = MemorySink()
     stop = threading.Event()
     rt = build_runtime(cfg, lambda on_status, s: open_source(own.url(proxy.port), cfg.source, on_status, s),
                        sink, stop=stop)

@@ -13,6 +13,7 @@ from stream.config import load_config
 from stream.events import EventFactory
 from stream.pipeline import Pipeline
 from stream.runtime import Runtime
+from stream.sinks import MemorySink
 from stream.track import Tracker
 from tests.fakes import ScriptedDetector, frame
 
@@ -39,13 +40,9 @@ class ListSource:
         pass
 
 
-class Collect:
-    def __init__(self):
-        self.events = []
-        self.closed = False
 
-    def publish(self, ev):
-        self.events.append(ev)
+class ClosingSink(MemorySink):
+    closed = False
 
     def close(self):
         self.closed = True
@@ -66,7 +63,7 @@ def make(source, script, delay=0.0, threaded=True, stop=None):
     det = SlowDetector(script, delay)
     events = EventFactory("run", source.name)
     pipe = Pipeline(det, det, Tracker(cfg.track), Classifier(cfg.classify, None, None), events)
-    sink = Collect()
+    sink = ClosingSink()
     rt = Runtime(source, pipe, events, sink, [], threaded=threaded, stats_interval_s=0, stop=stop)
     return rt, sink
 
