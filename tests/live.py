@@ -39,13 +39,15 @@ RTSP_MISSING = _gst_rtsp_missing()
 class RtspServer:
     """tests/rtsp_server.py as a subprocess; ``kill()`` + ``start()`` simulate an outage on one port."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: tuple[int, int] = SIZE, codec: str = "h264") -> None:
         self.port = 0
+        self.size = size
+        self.codec = codec
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 20.0) -> RtspServer:
-        cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--fps", str(FPS),
-               "--width", str(SIZE[0]), "--height", str(SIZE[1]), "--user", USER, "--password", PASSWORD]
+        cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--fps", str(FPS), "--codec", self.codec,
+               "--width", str(self.size[0]), "--height", str(self.size[1]), "--user", USER, "--password", PASSWORD]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         with selectors.DefaultSelector() as sel:

@@ -21,15 +21,21 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
-def pipeline(width: int, height: int, fps: int) -> str:
-    # is-live makes the source run at wall-clock speed like a camera; zerolatency keeps x264 from
-    # holding frames back (no B-frames, no lookahead), and a short GOP lets a reconnecting reader
-    # find a keyframe quickly.
+ENCODERS = {
+    # zerolatency keeps x264 from holding frames back (no B-frames, no lookahead), and a short GOP
+    # lets a reconnecting reader find a keyframe quickly.
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
+            "! rtph264pay name=pay0 pt=96 config-interval=1",
+    "vp8": "vp8enc deadline=1 keyframe-max-dist={fps} ! rtpvp8pay name=pay0 pt=96",
+}
+
+
+def pipeline(width: int, height: int, fps: int, codec: str = "h264") -> str:
+    # is-live makes the source run at wall-clock speed like a camera.
     return (
         f"( videotestsrc is-live=true pattern=ball "
         f"! video/x-raw,width={width},height={height},framerate={fps}/1 "
-        f"! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
-        f"! rtph264pay name=pay0 pt=96 config-interval=1 )"
+        f"! videoconvert ! {ENCODERS[codec].format(fps=fps)} )"
     )
 
 
@@ -41,6 +47,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--fps", type=int, default=15)
+    ap.add_argument("--codec", choices=sorted(ENCODERS), default="h264")
     ap.add_argument("--user", default="", help="require HTTP basic auth with this user")
     ap.add_argument("--password", default="")
     args = ap.parse_args()
@@ -50,7 +57,7 @@ def main() -> int:
     server.set_address(args.host)
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(pipeline(args.width, args.height, args.fps))
+    factory.set_launch(pipeline(args.width, args.height, args.fps, args.codec))
     factory.set_shared(True)  # one encoder for all readers, like a camera
     if args.user:
         auth = GstRtspServer.RTSPAuth()

@@ -112,6 +112,40 @@ def test_long_outage_costs_little_cpu(server):
     assert statuses.count("source.offline") == 1 and statuses[-1] == "source.online"
 
 
+@pytest.mark.timeout(120)
+def test_camera_swapped_for_another_resolution_and_codec():
+    """The camera on the URL is replaced (H.264 320x240 -> VP8 480x360): the run reconnects, reports
+    the new size, and processes the new frames (the pipeline resets its tracks on the size change)."""
+    cfg = load_config(overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0,
+                                 "runtime.stats_interval_s": 0})
+    first = RtspServer().start()
+    sink = MemorySink()
+    rt = build_runtime(cfg, lambda on_status, s: open_source(first.url(), cfg.source, on_status, s), sink)
+    runner = threading.Thread(target=rt.run)
+    runner.start()
+    second = RtspServer(size=(480, 360), codec="vp8")
+    try:
+        assert wait_for(lambda: rt.stats.frames_processed > 10, 30)
+        first.kill()
+        second.port = first.port
+        second.start()
+        t0 = time.monotonic()
+        assert wait_for(lambda: any(e["type"] == "source.online" and e["detail"]["width"] == 480
+                                    for e in sink.events), 15)
+        n = rt.stats.frames_processed
+        assert wait_for(lambda: rt.stats.frames_processed > n + 10, 15)
+        print(f"\ncamera swap (h264 320x240 -> vp8 480x360): frames again after {time.monotonic() - t0:.2f} s")
+    finally:
+        rt.stop()
+        runner.join(10)
+        second.kill()
+        first.kill()
+    online = [e["detail"] for e in sink.events if e["type"] == "source.online"]
+    assert (online[0]["width"], online[0]["height"]) == (320, 240)
+    assert (online[-1]["width"], online[-1]["height"]) == (480, 360)
+    assert sink.events[-1]["type"] == "run.summary"
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
