@@ -20,7 +20,6 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-
 ENCODERS = {
     # zerolatency keeps x264 from holding frames back (no B-frames, no lookahead), and a short GOP
     # lets a reconnecting reader find a keyframe quickly.
