@@ -67,6 +67,7 @@ def _recognition(cfg: Config, catalog_dir: Path | None, photos: dict | None = No
     embedder = Embedder(cfg.classify.model)
     if photos is not None:
         return embedder, Catalog.from_images(photos, embedder, cfg.catalog)
+    assert catalog_dir is not None  # one of the two, checked above
     return embedder, Catalog.load(catalog_dir, embedder, cfg.catalog)
 
 
