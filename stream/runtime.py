@@ -174,10 +174,6 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def stop_event(self) -> threading.Event:
-        return self._stop
-
     def on_status(self, type: str, detail: dict) -> None:
         """Source callback (capture thread): queued, turned into events on the update thread."""
         self._status.append((type, detail))
