@@ -44,7 +44,7 @@ def demo_run():
     cfg = load_config(overrides={"runtime.stats_interval_s": 0})
     # A 14 s scene whose items touch but never merge in the segmenter: this checks the lifecycle.
     # Scenes where touching items do merge produce duplicate tracks; benchmarks/bench_scenes.py
-    # measures how often (seeds 0-5: 6 duplicates for 43 items).
+    # measures how often (seeds 0, 1, 2, 4, 5: 6 duplicates for 43 items).
     scene = CheckoutScene(seed=4, duration_s=14.0)
     embedder = Embedder(cfg.classify.model)
     catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog)
