@@ -58,21 +58,24 @@ class EventFactoryLike(Protocol):
 
 
 class Percentiles:
-    """A bounded window of samples with p50/p95/p99 (memory stays flat on endless streams)."""
+    """The last ``window`` samples in a preallocated ring, with p50/p95/p99: memory is fixed from the
+    start, however long the stream runs."""
 
     def __init__(self, window: int = 100_000) -> None:
-        self._v: deque[float] = deque(maxlen=window)
+        self._v = np.zeros(window, np.float64)
+        self._n = 0  # samples ever added
 
     def add(self, value: float) -> None:
-        self._v.append(value)
+        self._v[self._n % len(self._v)] = value
+        self._n += 1
 
     def __len__(self) -> int:
-        return len(self._v)
+        return min(self._n, len(self._v))
 
     def summary(self) -> dict[str, float]:
-        if not self._v:
+        if not self._n:
             return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-        p50, p95, p99 = np.percentile(np.fromiter(self._v, float), [50, 95, 99])
+        p50, p95, p99 = np.percentile(self._v[: len(self)], [50, 95, 99])
         return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
 
 

@@ -12,7 +12,7 @@ from stream.classify import Classifier
 from stream.config import load_config
 from stream.events import EventFactory
 from stream.pipeline import Pipeline
-from stream.runtime import Runtime
+from stream.runtime import Percentiles, Runtime
 from stream.sinks import MemorySink
 from stream.track import Tracker
 from tests.fakes import ScriptedDetector, frame
@@ -122,3 +122,11 @@ def test_status_events_are_published_in_seq_order():
     types = [e["type"] for e in sink.events]
     assert "source.online" in types
     assert [e["seq"] for e in sink.events] == list(range(1, len(sink.events) + 1))
+
+
+def test_percentiles_window_is_a_ring():
+    p = Percentiles(window=4)
+    assert p.summary() == {"p50": 0.0, "p95": 0.0, "p99": 0.0} and len(p) == 0
+    for v in (100, 100, 1, 2, 3, 4):  # the two 100s fall out of the window
+        p.add(v)
+    assert len(p) == 4 and p.summary()["p99"] < 5
