@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from stream.config import ModelConfig
-from stream.onnx_model import LoadedModel, ModelError, load_model
+from stream.onnx_model import LoadedModel, ModelError, check_io, load_model
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +44,12 @@ def letterbox(img: np.ndarray, size: int) -> np.ndarray:
 
 def check_embedder_contract(model: LoadedModel) -> tuple[int, int]:
     """Raise ModelError unless ``model`` is a checkout-stream embedder; return (input_size, dim)."""
+    check_io(model, kind="embedder", input_name=INPUT_NAME, input_shape="[N,S,S,3]",
+             outputs=((OUTPUT_NAME, "tensor(float)"),), metadata=REQUIRED_METADATA,
+             config_key="classify.model.path")
     where = f"model {model.path.name}"
-    inputs, outputs = model.session.get_inputs(), model.session.get_outputs()
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
-        found = [(i.name, i.type) for i in inputs]
-        raise ModelError(
-            f"{where} is not an embedder: expected one input '{INPUT_NAME}' uint8 [N,S,S,3], found {found};"
-            " point classify.model.path at an embedder ONNX (e.g. builtin:embedder)"
-        )
-    if not outputs or outputs[0].name != OUTPUT_NAME or outputs[0].type != "tensor(float)":
-        found = [(o.name, o.type) for o in outputs]
-        raise ModelError(
-            f"{where} is not an embedder: expected output '{OUTPUT_NAME}' float32 [N,D], found {found}"
-        )
-    missing = [k for k in REQUIRED_METADATA if k not in model.metadata]
-    if missing:
-        raise ModelError(f"{where} lacks embedder metadata {missing}: re-export it with `python -m export`")
     size, dim = _meta_int(model, "input_size"), _meta_int(model, "embedding_dim")
-    shape = inputs[0].shape
+    shape = model.session.get_inputs()[0].shape
     if len(shape) != 4 or shape[3] != 3 or any(isinstance(s, int) and s != size for s in shape[1:3]):
         raise ModelError(f"{where}: input shape {shape} disagrees with metadata input_size={size}")
     return size, dim

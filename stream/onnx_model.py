@@ -142,3 +142,27 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     log.info("model %s on %s", path.name, active)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     return LoadedModel(session=session, path=path, sha256=sha256_file(path), metadata=meta, provider=active)
+
+
+def check_io(model: LoadedModel, *, kind: str, input_name: str, input_shape: str,
+             outputs: tuple[tuple[str, str], ...], metadata: tuple[str, ...], config_key: str) -> None:
+    """The part of a model contract every checkout-stream model shares: one uint8 image input named
+    ``input_name``, the declared ``(name, type)`` outputs, and the required metadata keys."""
+    where = f"model {model.path.name}"
+    a_kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    inputs = model.session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != input_name or inputs[0].type != "tensor(uint8)":
+        found = [(i.name, i.type) for i in inputs]
+        raise ModelError(
+            f"{where} is not {a_kind}: expected one input '{input_name}' uint8 {input_shape},"
+            f" found {found}; point {config_key} at {a_kind} ONNX (e.g. builtin:{kind})"
+        )
+    found_out = {o.name: o.type for o in model.session.get_outputs()}
+    for name, typ in outputs:
+        if found_out.get(name) != typ:
+            want = ", ".join(f"{n} {t}" for n, t in outputs)
+            raise ModelError(f"{where} is not {a_kind}: expected outputs {want}, "
+                             f"found {sorted(found_out.items())}")
+    missing = [k for k in metadata if k not in model.metadata]
+    if missing:
+        raise ModelError(f"{where} lacks {kind} metadata {missing}: re-export it with `python -m export`")

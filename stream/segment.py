@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from stream.config import SegmentConfig
-from stream.onnx_model import LoadedModel, ModelError, load_model
+from stream.onnx_model import LoadedModel, ModelError, check_io, load_model
 from stream.types import SegMap
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,9 @@ REQUIRED_METADATA = ("name", "version", "input_size", "class_names")
 
 def check_segmenter_contract(model: LoadedModel) -> tuple[tuple[int, int], tuple[str, ...]]:
     """Raise ModelError unless ``model`` is a checkout-stream segmenter; return ((H, W), class names)."""
+    check_io(model, kind="segmenter", input_name=INPUT_NAME, input_shape="[N,H,W,3]", outputs=OUTPUTS,
+             metadata=REQUIRED_METADATA, config_key="segment.model.path")
     where = f"model {model.path.name}"
-    inputs, outputs = model.session.get_inputs(), model.session.get_outputs()
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
-        found = [(i.name, i.type) for i in inputs]
-        raise ModelError(
-            f"{where} is not a segmenter: expected one input '{INPUT_NAME}' uint8 [N,H,W,3], found {found};"
-            " point segment.model.path at a segmenter ONNX (e.g. builtin:segmenter)"
-        )
-    found_out = {o.name: o.type for o in outputs}
-    for name, typ in OUTPUTS:
-        if found_out.get(name) != typ:
-            raise ModelError(
-                f"{where} is not a segmenter: expected outputs classes uint8 [N,H,W] and confidence "
-                f"float32 [N,H,W], found {sorted(found_out.items())}"
-            )
-    missing = [k for k in REQUIRED_METADATA if k not in model.metadata]
-    if missing:
-        raise ModelError(f"{where} lacks segmenter metadata {missing}: re-export it with "
-                         "`python -m export segmenter`")
     size: Any = model.meta_json("input_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):  # noqa: PLR2004
         raise ModelError(f"{where}: metadata input_size={json.dumps(size)} is not [height, width]")
@@ -55,7 +39,7 @@ def check_segmenter_contract(model: LoadedModel) -> tuple[tuple[int, int], tuple
             and names[0] == "background"):
         raise ModelError(f"{where}: metadata class_names={json.dumps(names)} must list names with "
                          "'background' first")
-    shape = inputs[0].shape
+    shape = model.session.get_inputs()[0].shape
     if len(shape) != 4 or shape[3] != 3 or any(  # noqa: PLR2004
             isinstance(s, int) and s != want for s, want in zip(shape[1:3], size, strict=True)):
         raise ModelError(f"{where}: input shape {shape} disagrees with metadata input_size={size} ([H, W])")
