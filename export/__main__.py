@@ -51,6 +51,8 @@ def add_embedder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
     p.add_argument("--size", type=int, default=TrainConfig.size, help="crop side S")
     p.add_argument("--dim", type=int, default=TrainConfig.dim, help="embedding dimension D")
+    p.add_argument("--freeze-upto", type=int, default=TrainConfig.freeze_upto,
+                   help="blocks 0..N keep their ImageNet weights (-1: train every layer)")
     p.add_argument("--all-products", action="store_true", help="train on every product (no hold-out)")
     p.add_argument("--from-checkpoint", type=Path, help="skip training: export this checkpoint.pt")
     p.add_argument("--frozen", action="store_true",
@@ -70,7 +72,8 @@ def _calibration(split: Split, size: int, n: int = 64) -> list[np.ndarray]:
 def run_embedder(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # the machine is shared; one thread per job degrades gracefully
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(size=args.size, dim=args.dim, held_out=() if args.all_products else HELD_OUT)
+    cfg = TrainConfig(size=args.size, dim=args.dim, freeze_upto=args.freeze_upto,
+                      held_out=() if args.all_products else HELD_OUT)
     if args.minutes is not None:
         cfg.minutes = args.minutes
     if args.epochs is not None:
