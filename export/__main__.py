@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from export import backbone, fit, onnx_utils, segmenter
-from export.data import HELD_OUT, Split, default_data_root, load_training
+from export.data import HELD_OUT, Split, decode_side, default_data_root, load_training
 from export.embedder import (
     PooledNet,
     TrainConfig,
@@ -81,7 +81,8 @@ def run_embedder(args: argparse.Namespace) -> int:
     if args.tiny:
         cfg.batch, cfg.max_steps, cfg.minutes, cfg.iconic_repeat = 8, 3, 1.0, 1
     t0 = time.monotonic()
-    split = _tiny_split(args.data) if args.tiny else load_training(args.data, cfg.held_out)
+    split = _tiny_split(args.data) if args.tiny else load_training(args.data, cfg.held_out,
+                                                                             decode_side(cfg.size))
     log.info("data: %d images, %d products (%.1f s)", len(split.images), len(split.products),
              time.monotonic() - t0)
     if args.frozen:

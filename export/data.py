@@ -40,6 +40,12 @@ def default_data_root() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grocery-store"
 
 
+def decode_side(size: int) -> int:
+    """Longest side training photos are decoded at for crop side ``size``: 1.25x, so the random
+    zoomed-in crops keep their detail (the photos are ~348 px: no upsampling beyond that)."""
+    return max(224, round(size * 1.25))
+
+
 def read_image(path: Path, max_side: int) -> np.ndarray | None:
     """BGR uint8 image shrunk so its longer side is at most ``max_side``; None if unreadable."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
