@@ -415,3 +415,57 @@ def test_fast_motion_matched_by_centre_distance(gate: float, same_id: bool) -> N
         tracks = tracker.update(dets([[100 + x, 100, 150 + x, 150]]))
         ids.append({int(t) for t, s in zip(tracks.track_id, tracks.state, strict=True) if s != REMOVED})
     assert (len(set().union(*ids)) == 1) == same_id
+
+
+# ---------------------------------------------------------------- merged items
+
+def _merge_then_part(t: Tracker, merged_frames: int) -> Tracks:
+    """Items A (id 1) and B (id 2) side by side; then one blob box over both for ``merged_frames``
+    frames (the segmenter merged them); then the two boxes again."""
+    a, b = box(100, 100), box(145, 100)
+    for _ in range(3):
+        t.update(dets([a, b]))
+    blob = [100, 100, 185, 140]
+    for _ in range(merged_frames):
+        out = t.update(dets([blob]))
+        assert REMOVED not in out.state.tolist() or merged_frames > t.cfg.merge_hold_frames
+    return t.update(dets([a, b]))
+
+
+@pytest.mark.parametrize(("hold", "merged", "same_ids"), [
+    (300, 60, True),   # merged for 2 s: both items keep their ids when they part
+    (300, 300, True),  # exactly the hold: still recoverable
+    (0, 60, False),    # hold off: B is removed after max_lost_frames and comes back as a new track
+    (30, 60, False),   # merged longer than the hold
+])
+def test_items_merged_into_one_blob_keep_their_ids_when_they_part(hold: int, merged: int,
+                                                                   same_ids: bool) -> None:
+    t = Tracker(cfg(max_lost_frames=15, merge_hold_frames=hold))
+    out = _merge_then_part(t, merged)
+    live = out.track_id[out.state == CONFIRMED].tolist()
+    if same_ids:
+        assert sorted(live) == [1, 2]
+        assert out.state[out.state == TENTATIVE].size == 0
+    else:
+        assert 3 in out.track_id.tolist()  # a new track for the item that was lost
+
+
+def test_a_held_track_is_released_when_the_blob_leaves() -> None:
+    t = Tracker(cfg(max_lost_frames=5, merge_hold_frames=300))
+    _merge_then_part(t, 0)
+    for _ in range(20):
+        t.update(dets([[100, 100, 185, 140]]))  # merged: one of the two tracks is held
+    removed_at = []
+    for frame in range(10):  # the blob is gone (both items taken away)
+        out = t.update(Detections.empty())
+        removed_at += [frame] * int((out.state == REMOVED).sum())
+    assert len(removed_at) == 2
+    assert max(removed_at) <= 5  # the held track goes within max_lost_frames, not merge_hold_frames
+
+
+def test_a_missed_track_outside_any_blob_is_not_held() -> None:
+    t = Tracker(cfg(max_lost_frames=3, merge_hold_frames=300))
+    confirm(t, box(100, 100))
+    t.update(dets([box(100, 100), box(400, 400)]))
+    states = [t.update(dets([box(400, 400)])).state.tolist() for _ in range(5)]
+    assert REMOVED in sum(states, [])  # track 1 removed after 3 misses: a far box covers nothing
