@@ -76,7 +76,6 @@ class TrackConfig:
     distance_gate: float = bounded(0.0, 10.0)
     min_hits: int = bounded(1, 1000)
     max_lost_frames: int = bounded(0, 100000)
-    merge_hold_frames: int = bounded(0, 100000)
     appearance_weight: float = bounded(0.0, 1.0)
     embedding_momentum: float = bounded(0.0, 1.0)
 

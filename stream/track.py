@@ -18,13 +18,6 @@ Lifecycle: a track is born tentative (its first frame counts as one hit) and is 
 track that is missed becomes lost; a lost track that is matched again is confirmed (same id); a lost
 track is removed on its ``max_lost_frames + 1``-th consecutive missed frame, i.e. it stays lost for
 ``max_lost_frames`` frames (0: a confirmed track is removed on its first miss).
-
-Merged items: two items pushed together can come out of the segmenter as one blob, one detection.
-One track follows the blob; the other misses while its box lies inside the blob's (at least
-``MERGE_COVER`` of its area). Such a covered track is held: it stays lost, still, for up to
-``merge_hold_frames`` frames instead of ``max_lost_frames``, so when the items part it takes its
-item back instead of a new track (a duplicate item) being born. Once the blob stops covering it (the
-blob left or moved away), the usual ``max_lost_frames`` applies again.
 """
 
 from __future__ import annotations
@@ -44,21 +37,6 @@ log = logging.getLogger(__name__)
 # any real cost (those are in [0, 2]), so the solver prefers any number of feasible pairs over one
 # infeasible pair; infeasible pairs it still returns are dropped after solving.
 _INFEASIBLE = 1e6
-# Share of a missed track's box that a tracked detection must cover for the track to count as merged
-# into that detection's blob (see the module docstring).
-MERGE_COVER = 0.6
-
-
-def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of each box in [A, 4] covered by each box in [B, 4] (xyxy) -> float64 [A, B]."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
-    area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,7 +180,6 @@ class Tracker:
         self._state = np.zeros(0, np.int8)
         self._hits = np.zeros(0, np.int32)
         self._missed = np.zeros(0, np.int32)  # consecutive unmatched updates
-        self._covered = np.zeros(0, bool)  # missed last update inside another track's blob
         self._age = np.zeros(0, np.int32)
         self._score = np.zeros(0, np.float32)
         self._emb = np.zeros((0, 0), np.float32)  # smoothed, L2-normalised; width 0 until first seen
@@ -253,7 +230,7 @@ class Tracker:
         if use_emb and len(t1):
             assert embeddings is not None
             self._blend_embeddings(t1, embeddings[high[d1]])
-        self._miss(det_idx < 0, self._merged(det_idx, pred_xyxy, boxes))
+        self._miss(det_idx < 0)
 
         used = np.zeros(len(detections), bool)
         used[det_idx[det_idx >= 0]] = True
@@ -279,7 +256,6 @@ class Tracker:
         # A lost track's size velocity would keep shrinking or growing a box nobody sees (ByteTrack
         # freezes it too); its position keeps coasting so a moving item can be picked up again.
         mean[self._state == LOST, 6:] = 0.0
-        mean[self._covered, 4:] = 0.0  # merged into a blob: it stays where it was hidden
         self._mean, self._cov = kalman.predict(mean, self._cov)
         self._age = self._age + 1
 
@@ -300,25 +276,12 @@ class Tracker:
         state[hit[promote]] = CONFIRMED
         self._state = state
 
-    def _merged(self, det_idx: np.ndarray, pred_xyxy: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Missed confirmed/lost tracks whose box a detection matched to another track covers."""
-        candidates = (det_idx < 0) & (self._state != TENTATIVE)
-        matched = det_idx[det_idx >= 0]
-        merged = np.zeros(len(det_idx), bool)
-        if candidates.any() and len(matched) and self.cfg.merge_hold_frames > 0:
-            cover = box_cover(pred_xyxy[candidates], boxes[matched])
-            merged[candidates] = (cover >= MERGE_COVER).any(axis=1)
-        return merged
-
-    def _miss(self, missed: np.ndarray, merged: np.ndarray) -> None:
+    def _miss(self, missed: np.ndarray) -> None:
         state = self._state.copy()
         self._missed = self._missed + missed.astype(np.int32)
-        self._covered = merged
-        limit = np.where(merged, max(self.cfg.max_lost_frames, self.cfg.merge_hold_frames),
-                         self.cfg.max_lost_frames)
         state[missed & (state == TENTATIVE)] = REMOVED
         state[missed & (state == CONFIRMED)] = LOST
-        state[missed & (state == LOST) & (self._missed > limit)] = REMOVED
+        state[missed & (state == LOST) & (self._missed > self.cfg.max_lost_frames)] = REMOVED
         self._state = state
 
     def _blend_embeddings(self, rows: np.ndarray, new: np.ndarray) -> None:
@@ -351,7 +314,6 @@ class Tracker:
         self._state = np.concatenate([self._state, np.full(k, state, np.int8)])
         self._hits = np.concatenate([self._hits, np.ones(k, np.int32)])
         self._missed = np.concatenate([self._missed, np.zeros(k, np.int32)])
-        self._covered = np.concatenate([self._covered, np.zeros(k, bool)])
         self._age = np.concatenate([self._age, np.zeros(k, np.int32)])
         self._score = np.concatenate([self._score, conf[rows].astype(np.float32)])
         self._emb = np.concatenate([self._emb, emb])
@@ -361,8 +323,8 @@ class Tracker:
         if not gone.any():
             return
         keep = ~gone
-        for name in ("_ids", "_mean", "_cov", "_state", "_hits", "_missed", "_covered", "_age", "_score",
-                     "_emb", "_has_emb"):
+        for name in ("_ids", "_mean", "_cov", "_state", "_hits", "_missed", "_age", "_score", "_emb",
+                     "_has_emb"):
             setattr(self, name, getattr(self, name)[keep])
 
     def _check_embeddings(self, detections: Detections, embeddings: np.ndarray) -> None:
