@@ -18,6 +18,16 @@ Lifecycle: a track is born tentative (its first frame counts as one hit) and is 
 track that is missed becomes lost; a lost track that is matched again is confirmed (same id); a lost
 track is removed on its ``max_lost_frames + 1``-th consecutive missed frame, i.e. it stays lost for
 ``max_lost_frames`` frames (0: a confirmed track is removed on its first miss).
+
+Re-acquisition at the anchor: an item that another item slides over shrinks from one side, so its
+box's centre seems to move, and once hidden its track coasts away on that false velocity while the
+item stays where it was. Each track therefore keeps an anchor, its last box seen at (nearly) full
+size (at least ``ANCHOR_AREA`` of the largest box area the track has had). A tentative track whose box overlaps a lost
+track's anchor (IoU >= ``REACQUIRE_IOU``) and lies inside it (at least ``REACQUIRE_INSIDE`` of its
+area: a part of the item showing again, not the larger item that slid over it) is that item coming
+back: the lost track takes the detection and the tentative track is dropped, so no second item is
+reported. This also holds on
+the update that would confirm the tentative track: it has not been reported yet.
 """
 
 from __future__ import annotations
@@ -37,6 +47,23 @@ log = logging.getLogger(__name__)
 # any real cost (those are in [0, 2]), so the solver prefers any number of feasible pairs over one
 # infeasible pair; infeasible pairs it still returns are dropped after solving.
 _INFEASIBLE = 1e6
+# A match with at least this share of the track's largest area moves the anchor (module docstring).
+ANCHOR_AREA = 0.85
+# IoU between a tentative track's box and a lost track's anchor for the lost track to take it over.
+REACQUIRE_IOU = 0.5
+REACQUIRE_INSIDE = 0.8
+
+
+def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of each box in [A, 4] (xyxy) inside each box in [B, 4] -> float64 [A, B]."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
+    area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -180,6 +207,8 @@ class Tracker:
         self._state = np.zeros(0, np.int8)
         self._hits = np.zeros(0, np.int32)
         self._missed = np.zeros(0, np.int32)  # consecutive unmatched updates
+        self._anchor = np.zeros((0, 4))  # last box seen at (nearly) full size, xyxy
+        self._full = np.zeros(0)  # largest box area seen
         self._age = np.zeros(0, np.int32)
         self._score = np.zeros(0, np.float32)
         self._emb = np.zeros((0, 0), np.float32)  # smoothed, L2-normalised; width 0 until first seen
@@ -195,6 +224,7 @@ class Tracker:
         conf = detections.confidence
 
         self._predict()
+        unreported = self._state == TENTATIVE  # may be taken over by a lost track this update
         pred_xyxy = kalman.cxcywh_to_xyxy(self._mean[:, :4])
         det_idx = np.full(len(self._ids), -1, np.int64)
         high = np.flatnonzero(conf >= cfg.high_threshold)
@@ -236,7 +266,8 @@ class Tracker:
         used[det_idx[det_idx >= 0]] = True
         born = high[~used[high] & (conf[high] >= cfg.new_track_threshold)]
         self._birth(born, boxes, conf, embeddings if use_emb else None)
-        det_idx = np.concatenate([det_idx, born])
+        det_idx = self._reacquire(np.concatenate([det_idx, born]), boxes,
+                                  np.concatenate([unreported, np.ones(len(born), bool)]))
 
         out = Tracks(
             track_id=self._ids.copy(),
@@ -275,6 +306,44 @@ class Tracker:
         promote = (state[hit] == LOST) | (self._hits[hit] >= self.cfg.min_hits)
         state[hit[promote]] = CONFIRMED
         self._state = state
+        self._move_anchors(hit, boxes[rows])
+
+    def _move_anchors(self, rows: np.ndarray, boxes: np.ndarray) -> None:
+        area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1).astype(np.float64)
+        full_area = self._full.copy()
+        full_area[rows] = np.maximum(full_area[rows], area)
+        anchor = self._anchor.copy()
+        full = area >= ANCHOR_AREA * full_area[rows]
+        anchor[rows[full]] = boxes[full]
+        self._anchor, self._full = anchor, full_area
+
+    def _reacquire(self, det_idx: np.ndarray, boxes: np.ndarray, unreported: np.ndarray) -> np.ndarray:
+        """Lost tracks take over unreported tracks that sit on their anchor (module docstring)."""
+        tentative = np.flatnonzero(unreported & (det_idx >= 0) & (self._state != REMOVED))
+        lost = np.flatnonzero(self._state == LOST)
+        if len(tentative) == 0 or len(lost) == 0:
+            return det_idx
+        seen = boxes[det_idx[tentative]]
+        iou = box_iou(seen, self._anchor[lost])
+        iou[box_cover(seen, self._anchor[lost]) < REACQUIRE_INSIDE] = 0.0
+        t, l_ = _gated_match(iou, 1.0 - iou, REACQUIRE_IOU)
+        if len(t) == 0:
+            return det_idx
+        new, old = tentative[t], lost[l_]
+        det_idx = det_idx.copy()
+        det_idx[old], det_idx[new] = det_idx[new], -1
+        mean, cov = self._mean.copy(), self._cov.copy()
+        mean[old], cov[old] = kalman.initiate(kalman.xyxy_to_cxcywh(boxes[det_idx[old]]))
+        self._mean, self._cov = mean, cov
+        state, missed, hits = self._state.copy(), self._missed.copy(), self._hits.copy()
+        state[old], state[new] = CONFIRMED, REMOVED
+        missed[old] = 0
+        hits[old] += 1
+        self._state, self._missed, self._hits = state, missed, hits
+        score = self._score.copy()
+        score[old] = score[new]
+        self._score = score
+        return det_idx
 
     def _miss(self, missed: np.ndarray) -> None:
         state = self._state.copy()
@@ -314,6 +383,8 @@ class Tracker:
         self._state = np.concatenate([self._state, np.full(k, state, np.int8)])
         self._hits = np.concatenate([self._hits, np.ones(k, np.int32)])
         self._missed = np.concatenate([self._missed, np.zeros(k, np.int32)])
+        self._anchor = np.concatenate([self._anchor, boxes[rows].astype(np.float64)])
+        self._full = np.concatenate([self._full, np.prod(boxes[rows, 2:] - boxes[rows, :2], axis=1)])
         self._age = np.concatenate([self._age, np.zeros(k, np.int32)])
         self._score = np.concatenate([self._score, conf[rows].astype(np.float32)])
         self._emb = np.concatenate([self._emb, emb])
@@ -323,8 +394,8 @@ class Tracker:
         if not gone.any():
             return
         keep = ~gone
-        for name in ("_ids", "_mean", "_cov", "_state", "_hits", "_missed", "_age", "_score", "_emb",
-                     "_has_emb"):
+        for name in ("_ids", "_mean", "_cov", "_state", "_hits", "_missed", "_anchor", "_full", "_age", "_score",
+                     "_emb", "_has_emb"):
             setattr(self, name, getattr(self, name)[keep])
 
     def _check_embeddings(self, detections: Detections, embeddings: np.ndarray) -> None:

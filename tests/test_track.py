@@ -415,3 +415,59 @@ def test_fast_motion_matched_by_centre_distance(gate: float, same_id: bool) -> N
         tracks = tracker.update(dets([[100 + x, 100, 150 + x, 150]]))
         ids.append({int(t) for t, s in zip(tracks.track_id, tracks.state, strict=True) if s != REMOVED})
     assert (len(set().union(*ids)) == 1) == same_id
+
+
+# ---------------------------------------------------------------- re-acquisition at the anchor
+
+def confirmed_ids(outs: list[Tracks]) -> set[int]:
+    return {int(i) for o in outs for i in o.track_id[o.state == CONFIRMED]}
+
+
+def _slide_over(t: Tracker, hidden_frames: int, shift: float = 0.0) -> list[Tracks]:
+    """Item A (a static 140x60 box) is confirmed; an item slid over it from the left hides it from
+    the left edge on (A's visible box shrinks to the right), A is hidden for ``hidden_frames``,
+    then A reappears from the left edge as the slider moves on (its box grows to the right).
+    ``shift`` moves where it reappears down by that many box heights: an item that is not A."""
+    x0, y0, w, h = 60.0, 175.0, 140.0, 60.0
+    for _ in range(5):
+        t.update(dets([[x0, y0, x0 + w, y0 + h]]))
+    outs = []
+    for cut in (30, 60, 90, 115):  # the slider covers A's left part
+        outs.append(t.update(dets([[x0 + cut, y0, x0 + w, y0 + h]])))
+    for _ in range(hidden_frames):
+        outs.append(t.update(Detections.empty()))
+    dy = shift * h
+    for seen in (20, 45, 70, 100, 125, 140, 140, 140, 140, 140):  # A shows up again from the left
+        outs.append(t.update(dets([[x0, y0 + dy, x0 + seen, y0 + dy + h]])))
+    return outs
+
+
+@pytest.mark.parametrize("hidden", [0, 3, 10])
+def test_an_item_slid_over_keeps_its_id_when_it_shows_again(hidden: int) -> None:
+    outs = _slide_over(Tracker(cfg(max_lost_frames=15, min_hits=5)), hidden)
+    confirmed = confirmed_ids(outs)
+    assert confirmed == {1}
+    assert outs[-1].track_id[outs[-1].state == CONFIRMED].tolist() == [1]
+    assert outs[-1].detection_index[outs[-1].track_id == 1].tolist() == [0]
+
+
+def test_an_item_appearing_away_from_the_anchor_is_a_new_item() -> None:
+    outs = _slide_over(Tracker(cfg(max_lost_frames=15, min_hits=5)), 3, shift=2.0)
+    confirmed = confirmed_ids(outs)
+    assert 1 in confirmed and len(confirmed) == 2
+
+
+def test_the_item_that_slid_over_is_not_taken_for_the_hidden_one() -> None:
+    # A (140x60) is confirmed; a bigger item B comes from the left over it and hides it. B's box
+    # overlaps A's anchor but reaches beyond it: B is a new item, not A showing again.
+    t = Tracker(cfg(max_lost_frames=15, min_hits=5))
+    a = [60.0, 175.0, 200.0, 235.0]
+    for _ in range(5):
+        t.update(dets([a]))
+    outs = []
+    for right in (40, 90, 140, 190, 215, 215, 215, 215, 215, 215):  # B's right edge moves in
+        b = [max(0.0, right - 160.0), 165.0, float(right), 245.0]
+        a_seen = [[max(a[0], right), a[1], a[2], a[3]]] if right < a[2] - 10 else []
+        outs.append(t.update(dets([b, *a_seen])))
+    confirmed = confirmed_ids(outs)
+    assert len(confirmed) == 2  # A (now hidden) and B, which got its own id
