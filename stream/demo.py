@@ -8,7 +8,7 @@ import time
 from stream.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
 from stream.types import Frame
 
-PACKSHOT_VIEWS = 3  # catalog photos per demo product (small pose and lighting variations)
+PACKSHOT_VIEWS = 8  # catalog photos per demo product (pose, size and lighting variations)
 
 
 class SceneSource:
