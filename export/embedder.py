@@ -35,10 +35,10 @@ EMBEDDER_VERSION = "1.0.0"
 
 @dataclass
 class TrainConfig:
-    size: int = 160  # crop side S fed to the network
+    size: int = 288  # crop side S fed to the network
     dim: int = 128  # embedding dimension D
     batch: int = 32
-    minutes: float = 38.0  # wall-clock training budget
+    minutes: float = 58.0  # wall-clock training budget
     max_epochs: int = 30
     max_steps: int = 0  # 0 = no limit (used by --tiny)
     lr_backbone: float = 3e-4
