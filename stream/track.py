@@ -54,20 +54,8 @@ REACQUIRE_IOU = 0.5
 REACQUIRE_INSIDE = 0.8
 
 
-def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of each box in [A, 4] (xyxy) inside each box in [B, 4] -> float64 [A, B]."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
-    area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of [A, 4] and [B, 4] xyxy boxes -> float64 [A, B]; 0 where the union is empty."""
+def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairwise intersection areas [A, B] of xyxy boxes, and the areas of ``a`` [A] and ``b`` [B]."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -75,6 +63,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
     area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
     area_b = np.prod(np.maximum(b[:, 2:] - b[:, :2], 0.0), axis=1)
+    return inter, area_a, area_b
+
+
+def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of each box in [A, 4] (xyxy) inside each box in [B, 4] -> float64 [A, B]."""
+    inter, area_a, _ = _overlap(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of [A, 4] and [B, 4] xyxy boxes -> float64 [A, B]; 0 where the union is empty."""
+    inter, area_a, area_b = _overlap(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / union, 0.0)
