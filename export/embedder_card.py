@@ -1,7 +1,8 @@
 """Write the embedder's model card from measured results and ship the ONNX into stream/models.
 
     python -m export.embedder_card --onnx OUT/embedder.onnx --eval EVAL.json [--held-out HELD.json]
-        [--baseline BASE.json] [--latency benchmarks/results/models.json] [--dry-run]
+        [--baseline BASE.json] [--int8-eval INT8.json] [--search SEARCH.json]
+        [--latency benchmarks/results/models.json] [--dry-run]
 
 EVAL.json / HELD.json / BASE.json are ``python -m export.eval_embedder --json`` outputs (the shipped
 model, the same recipe with ``HELD_OUT`` left out, frozen ImageNet features).
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from export import backbone
 from export.data import HELD_OUT
 from export.ship import ship_model
 
@@ -67,9 +70,10 @@ def _comparisons(main: dict, held: dict | None, base: dict | None, report: dict)
 
 
 def _frozen_text(freeze_upto: int) -> str:
-    stride = {0: 2, 1: 4, 2: 4, 3: 8, 4: 8}.get(freeze_upto)
-    if freeze_upto < 0 or stride is None:
+    if freeze_upto < 0:
         return "every layer trained"
+    convs = [b._depthwise_conv for b in list(backbone.build_lite0(pretrained=False)._blocks)[: freeze_upto + 1]]
+    stride = 2 * math.prod(c.stride[0] for c in convs if isinstance(c, backbone.SameConv2d))  # stem: 2
     return f"stem and blocks 0-{freeze_upto} (stride <= {stride}) frozen (ImageNet BN statistics kept)"
 
 
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     held = json.loads(args.held_out.read_text())[0] if args.held_out else None
     base = json.loads(args.baseline.read_text())[0] if args.baseline else None
     if held:
-        evals.append(("same recipe, 10 products held out", held))
+        evals.append((f"same recipe, {len(HELD_OUT)} products held out", held))
     if args.int8_eval:
         evals.append(("static int8 of the shipped model (not shipped)", json.loads(args.int8_eval.read_text())[0]))
     if base:

@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from export.data import HELD_OUT, IMAGE_EXTS, default_data_root
+from export.data import HELD_OUT, default_data_root
+from stream.catalog import find_photos
 from stream.config import load_config
 from stream.embed import Embedder
 from stream.eval_catalog import eval_catalog
@@ -62,12 +63,11 @@ def evaluate(model_path: Path, root: Path, progress: bool = True) -> dict[str, A
 
 def _held_out_photos(root: Path, tmp: Path) -> Path:
     """tmp/<product>/ linking every train and val photo of the held-out products."""
-    for product in HELD_OUT:
-        (tmp / product).mkdir()
-        for split in ("train", "val"):
-            folder = root / split / product
-            for f in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if f.suffix.lower() in IMAGE_EXTS:
+    for split in ("train", "val"):
+        for product, files in find_photos(root / split).items():
+            if product in HELD_OUT:
+                (tmp / product).mkdir(exist_ok=True)
+                for f in files:
                     (tmp / product / f"{split}-{f.name}").symlink_to(f.resolve())
     return tmp
 

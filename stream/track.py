@@ -22,12 +22,11 @@ track is removed on its ``max_lost_frames + 1``-th consecutive missed frame, i.e
 Re-acquisition at the anchor: an item that another item slides over shrinks from one side, so its
 box's centre seems to move, and once hidden its track coasts away on that false velocity while the
 item stays where it was. Each track therefore keeps an anchor, its last box seen at (nearly) full
-size (at least ``ANCHOR_AREA`` of the largest box area the track has had). A tentative track whose box overlaps a lost
-track's anchor (IoU >= ``REACQUIRE_IOU``) and lies inside it (at least ``REACQUIRE_INSIDE`` of its
-area: a part of the item showing again, not the larger item that slid over it) is that item coming
-back: the lost track takes the detection and the tentative track is dropped, so no second item is
-reported. This also holds on
-the update that would confirm the tentative track: it has not been reported yet.
+size (at least ``ANCHOR_AREA`` of the largest box area the track has had). A track not reported
+yet (tentative before this update) whose box overlaps a lost track's anchor (IoU >=
+``REACQUIRE_IOU``) and lies inside it (at least ``REACQUIRE_INSIDE`` of its area: a part of the
+item showing again, not the larger item that slid over it) is that item coming back: the lost track
+takes the detection and the new track is dropped, so no second item is reported.
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ log = logging.getLogger(__name__)
 _INFEASIBLE = 1e6
 # A match with at least this share of the track's largest area moves the anchor (module docstring).
 ANCHOR_AREA = 0.85
-# IoU between a tentative track's box and a lost track's anchor for the lost track to take it over.
+# For a lost track to take over an unreported one: IoU of the latter's box with the lost track's
+# anchor, and the share of that box lying inside the anchor.
 REACQUIRE_IOU = 0.5
 REACQUIRE_INSIDE = 0.8
 

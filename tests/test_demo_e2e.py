@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-
 def truth_at(scene: CheckoutScene, frame_index: int, bbox) -> str | None:
     """The product of the scene item that best overlaps ``bbox`` in that frame (IoU >= 0.5)."""
     items = scene.render(frame_index).items

@@ -5,14 +5,13 @@ regression in the model, the letterbox or the catalog search shows here)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 
 from stream.scene import DEMO_PRODUCTS, render_packshot
+from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 GROCERY = REPO.parent / "shared" / "data" / "grocery-store"
@@ -20,9 +19,7 @@ FLOOR = 0.80  # packshot-catalog top-1 on grocery val the shipped embedder must 
 
 
 def eval_catalog(gallery: Path, queries: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "stream", "eval", "catalog", "--gallery", str(gallery),
-                           "--queries", str(queries), "--json"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = cli("eval", "catalog", "--gallery", str(gallery), "--queries", str(queries), "--json", timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
