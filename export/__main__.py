@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import backbone, fit, onnx_utils, segmenter
+from export import backbone, fit, onnx_utils, segment_sets, segmenter
 from export.data import HELD_OUT, Split, decode_side, default_data_root, load_training
 from export.embedder import (
     PooledNet,
@@ -119,6 +119,8 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
     "segmenter": ("train on synthetic composites and export the segmenter", segmenter.add_arguments,
                   segmenter.run),
     "fit": ("fine-tune the segmenter to one counter and catalog", fit.add_arguments, fit.run),
+    "segment-sets": ("write the labelled sets the segmenter card is measured on (eval segment layout)",
+                     segment_sets.add_arguments, segment_sets.run),
 }
 
 

@@ -41,10 +41,11 @@ class Composite:
 
 # --------------------------------------------------------------------------- item sources
 
-def cutout(image: np.ndarray, white: int = 246) -> Sprite | None:
-    """Cut a product out of its white background: non-white pixels, closed, holes filled, largest
-    component; a nearly convex result becomes its convex hull, because white packaging on a white
-    background leaves bites in the outline. None when nothing sizeable is left (not on white)."""
+def product_mask(image: np.ndarray, white: int = 246) -> np.ndarray | None:
+    """The product of a packshot on white, as a uint8 {0,1} mask of the image's size: non-white
+    pixels, closed, holes filled, largest component; a nearly convex result becomes its convex hull,
+    because white packaging on a white background leaves bites in the outline. None when nothing
+    sizeable is left (not on white)."""
     fg = (cv2.GaussianBlur(image, (3, 3), 0).min(axis=2) < white).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
@@ -62,6 +63,15 @@ def cutout(image: np.ndarray, white: int = 246) -> Sprite | None:
         cv2.fillPoly(mask, [hull], 1)
     area = int(mask.sum())
     if area < 0.03 * mask.size or area > 0.985 * mask.size:
+        return None
+    return mask
+
+
+def cutout(image: np.ndarray, white: int = 246) -> Sprite | None:
+    """A packshot's product as a sprite (pixels and soft alpha cropped to its box); None when the
+    photo is not a product on white (see product_mask)."""
+    mask = product_mask(image, white)
+    if mask is None:
         return None
     x, y, w, h = cv2.boundingRect(mask)
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)[y:y + h, x:x + w] * mask[y:y + h, x:x + w]
@@ -392,31 +402,3 @@ def make_batch(maker: CompositeMaker, seeds: Sequence[int]) -> tuple[np.ndarray,
     comps = [maker.make(int(s)) for s in seeds]
     return (np.stack([c.image for c in comps]), np.stack([c.classes for c in comps]),
             np.stack([c.instances for c in comps]))
-
-
-def write_eval_set(out: Path, frames: Sequence[tuple[np.ndarray, np.ndarray]], prefix: str = "img") -> int:
-    """Write (image, instance map) pairs as OUT/images/*.png and OUT/masks/*.png (16-bit ids), the
-    layout `checkout-stream eval segment` reads."""
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    for i, (image, inst) in enumerate(frames):
-        if inst.max() >= 1 << 16:
-            raise ValueError(f"instance ids up to {inst.max()} do not fit a 16-bit mask PNG")
-        cv2.imwrite(str(out / "images" / f"{prefix}{i:05d}.png"), image)
-        cv2.imwrite(str(out / "masks" / f"{prefix}{i:05d}.png"), inst.astype(np.uint16))
-    return len(frames)
-
-
-def scene_eval_frames(seeds: Sequence[int], every: int = 20, min_items: int = 2
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CheckoutScene frames (640x480) with at least ``min_items`` items visible."""
-    from stream.scene import CheckoutScene  # noqa: PLC0415 - only this helper needs whole scenes
-
-    out = []
-    for seed in seeds:
-        scene = CheckoutScene(seed=seed)
-        for i in range(0, scene.n_frames, every):
-            f = scene.render(i)
-            if len(f.items) >= min_items:
-                out.append((f.image, f.instance_map))
-    return out

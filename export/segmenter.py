@@ -343,7 +343,7 @@ the 8 procedural demo products, random procedural bottles/cans/boxes/bags/produc
 {'/'.join(TRAIN_STYLES)} counters with flat clutter (lines, printed marks); random scale and rotation,
 touching and overlapping items, cast shadows, uneven light, colour casts, motion/defocus blur, noise,
 JPEG; skin-toned hands/arms as background distractors. No real annotated checkout image exists in
-this project: every number below is on synthetic data.
+this project: the pixel metrics below are on synthetic data.
 
 ## Recipe
 

@@ -144,3 +144,36 @@ def test_tiny_export_end_to_end(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = export_wrapper(net)(torch.from_numpy(frame[None]))[0][0].numpy()
     assert (seg.segment(frame).classes == ref).mean() >= 0.99
+
+
+# --------------------------------------------------------------------------- eval sets (real photos)
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "grocery-store" / "iconic").is_dir(), reason="../shared/data/grocery-store is absent")
+def test_segment_sets_and_the_shipped_segmenter_on_real_packshots(tmp_path: Path) -> None:
+    from export.__main__ import main  # noqa: PLC0415
+    from tests.test_cli import cli  # noqa: PLC0415
+
+    assert main(["segment-sets", "--out", str(tmp_path), "--heldout-images", "2"]) == 0
+    for name, n_images, n_items in (("packshot_single", 12, 1), ("packshot_pairs", 12, 2), ("heldout", 2, None)):
+        images = sorted(p.stem for p in (tmp_path / name / "images").glob("*.png"))
+        masks = sorted((tmp_path / name / "masks").glob("*.png"))
+        assert images == [p.stem for p in masks] and len(masks) == n_images
+        if n_items:
+            assert all(len(np.unique(cv2.imread(str(p), cv2.IMREAD_UNCHANGED))) == n_items + 1 for p in masks)
+
+    # Real product photos the segmenter never saw, in touching pairs: the boundary class must split them.
+    no_boundary = tmp_path / "no-boundary.yaml"
+    no_boundary.write_text("boxes:\n  split_touching: false\n")
+    pairs_dir = tmp_path / "packshot_pairs"
+    pairs = ["--images", str(pairs_dir / "images"), "--masks", str(pairs_dir / "masks")]
+    results = []
+    for extra in ([], ["--config", str(no_boundary)]):
+        proc = cli("eval", "segment", *pairs, "--json", *extra, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout))
+    split, merged = results
+    assert split["n_touching_pairs"] >= 6 and split["split_touching"] and not merged["split_touching"]
+    assert split["foreground_iou"] >= 0.85 and split["instance_recall"] >= 0.8, split
+    assert split["touching_separated"] > merged["touching_separated"], (split, merged)
