@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=Path, help="benchmarks/results/models.json")
     p.add_argument("--dry-run", action="store_true", help="print the card, ship nothing")
     args = p.parse_args(argv)
-    report = json.loads(args.onnx.with_name("export.json").read_text())
+    export_json = args.onnx.with_name("export.json")
+    needed = [export_json, args.eval, *(f for f in (args.held_out, args.baseline, args.int8_eval, args.search) if f)]
+    missing = [str(f) for f in needed if not f.is_file()]
+    if missing:  # export.json sits beside the ONNX that `python -m export embedder --out DIR` wrote
+        p.error(f"missing input file(s): {', '.join(missing)}")
+    report = json.loads(export_json.read_text())
     evals = [("fine-tuned (shipped)", json.loads(args.eval.read_text())[0])]
     held = json.loads(args.held_out.read_text())[0] if args.held_out else None
     base = json.loads(args.baseline.read_text())[0] if args.baseline else None

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from export.embedder_card import card  # noqa: E402
+from export.embedder_card import card, main  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -48,3 +48,13 @@ def test_card_reports_measured_figures_and_an_honest_unseen_verdict(tmp_path: Pa
 def test_card_of_a_held_out_model_says_so(tmp_path: Path) -> None:
     text = card(_report(tmp_path, ["Lime"]), [("shipped", _eval(0.8, 0.7, 0.4))], None)
     assert "This shipped model is the held-out model" in text and "--all-products" not in text
+
+
+def test_missing_inputs_are_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "embedder.onnx").write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main(["--onnx", str(tmp_path / "embedder.onnx"), "--eval", str(tmp_path / "eval.json"), "--dry-run"])
+    assert exc.value.code == 2  # noqa: PLR2004
+    err = capsys.readouterr().err
+    assert "missing input file(s)" in err and "export.json" in err and "eval.json" in err
+    assert "Traceback" not in err
