@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,14 +134,20 @@ def packshot_frames(held: Sequence[Path]) -> tuple[list[Frame], list[Frame]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per set)")
-    p.add_argument("--iconic", type=Path, default=default_iconic_dir(),
-                   help="folder of packshots on white (the segmenter's held-out ones are used)")
+    p.add_argument("--iconic", type=Path, default=None,
+                   help="folder of packshots on white; the segmenter's held-out ones are used "
+                        "(default: ../shared/data/grocery-store/iconic, skipped when absent)")
     p.add_argument("--heldout-images", type=int, default=100, help="composites in the heldout set")
 
 
 def run(args: argparse.Namespace) -> int:
+    iconic = args.iconic or default_iconic_dir()
+    try:
+        held = split_iconic(iconic)[1] if args.iconic or iconic.is_dir() else []
+    except FileNotFoundError as exc:  # an explicit --iconic that is missing or holds no images
+        print(f"python -m export segment-sets: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     sets: dict[str, list[Frame]] = {"scene": scene_frames(SCENE_SEEDS)}
-    held = split_iconic(args.iconic)[1] if args.iconic.is_dir() else []
     if held:
         sets["heldout"] = heldout_frames(held, args.heldout_images)
         sets["packshot_single"], sets["packshot_pairs"] = packshot_frames(held)
@@ -148,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"out": str(args.out), "images": counts,  # noqa: T201
                       "packshots": [p.stem for p in held]}, indent=2))
     if not held:
-        print(f"no packshots in {args.iconic}: wrote the scene set only")  # noqa: T201
+        print(f"no packshots in {iconic}: wrote the scene set only")  # noqa: T201
     return 0

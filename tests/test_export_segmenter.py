@@ -148,6 +148,13 @@ def test_tiny_export_end_to_end(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- eval sets (real photos)
 
+def test_segment_sets_names_a_wrong_packshot_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from export.__main__ import main  # noqa: PLC0415
+
+    assert main(["segment-sets", "--out", str(tmp_path / "sets"), "--iconic", str(tmp_path / "nope")]) == 2  # noqa: PLR2004
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "sets").exists()
+
+
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "grocery-store" / "iconic").is_dir(), reason="../shared/data/grocery-store is absent")
