@@ -142,15 +142,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     iconic = args.iconic or default_iconic_dir()
-    try:
+    try:  # an explicit --iconic that is missing, empty or unreadable is the user's to fix
         held = split_iconic(iconic)[1] if args.iconic or iconic.is_dir() else []
-    except FileNotFoundError as exc:  # an explicit --iconic that is missing or holds no images
+        sets: dict[str, list[Frame]] = {"scene": scene_frames(SCENE_SEEDS)}
+        if held:
+            sets["heldout"] = heldout_frames(held, args.heldout_images)
+            sets["packshot_single"], sets["packshot_pairs"] = packshot_frames(held)
+    except FileNotFoundError as exc:
         print(f"python -m export segment-sets: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    sets: dict[str, list[Frame]] = {"scene": scene_frames(SCENE_SEEDS)}
-    if held:
-        sets["heldout"] = heldout_frames(held, args.heldout_images)
-        sets["packshot_single"], sets["packshot_pairs"] = packshot_frames(held)
     counts = {name: write_set(args.out / name, frames, name) for name, frames in sets.items()}
     print(json.dumps({"out": str(args.out), "images": counts,  # noqa: T201
                       "packshots": [p.stem for p in held]}, indent=2))
