@@ -67,15 +67,19 @@ def product_mask(image: np.ndarray, white: int = 246) -> np.ndarray | None:
     return mask
 
 
-def cutout(image: np.ndarray, white: int = 246) -> Sprite | None:
-    """A packshot's product as a sprite (pixels and soft alpha cropped to its box); None when the
-    photo is not a product on white (see product_mask)."""
-    mask = product_mask(image, white)
-    if mask is None:
-        return None
+def mask_sprite(image: np.ndarray, mask: np.ndarray) -> Sprite:
+    """The pixels under a {0,1} ``mask`` as a sprite: cropped to the mask's box, with a soft alpha
+    that is 0 outside the mask."""
     x, y, w, h = cv2.boundingRect(mask)
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)[y:y + h, x:x + w] * mask[y:y + h, x:x + w]
     return image[y:y + h, x:x + w].copy(), alpha
+
+
+def cutout(image: np.ndarray, white: int = 246) -> Sprite | None:
+    """A packshot's product as a sprite; None when the photo is not a product on white (see
+    product_mask)."""
+    mask = product_mask(image, white)
+    return None if mask is None else mask_sprite(image, mask)
 
 
 def rect_sprite(image: np.ndarray) -> Sprite:

@@ -29,10 +29,11 @@ from export.composites import (
     CompositeMaker,
     default_iconic_dir,
     load_sprites,
+    mask_sprite,
     product_mask,
     split_iconic,
 )
-from stream.scene import CheckoutScene
+from stream.scene import CheckoutScene, Sprite
 
 SIZE = (480, 640)  # (H, W) of every written image: a common camera frame
 SCENE_SEEDS = (900, 901, 902)  # CheckoutScene seeds: training renders scenes with seeds 101, 102
@@ -41,17 +42,19 @@ HELDOUT_SEED0 = 7 * 10**8  # composite seeds far from the training and validatio
 Frame = tuple[np.ndarray, np.ndarray]  # (BGR image, instance map)
 
 
-def write_set(out: Path, frames: Sequence[Frame], prefix: str) -> int:
+def write_eval_set(out: Path, frames: Sequence[Frame], prefix: str) -> int:
     """Write (image, instance map) pairs as OUT/images/PREFIXnnnnn.png and OUT/masks/PREFIXnnnnn.png."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     for i, (image, inst) in enumerate(frames):
+        if inst.max() >= 1 << 16:
+            raise ValueError(f"instance ids up to {inst.max()} do not fit a 16-bit mask PNG")
         cv2.imwrite(str(out / "images" / f"{prefix}{i:05d}.png"), image)
         cv2.imwrite(str(out / "masks" / f"{prefix}{i:05d}.png"), inst.astype(np.uint16))
     return len(frames)
 
 
-def scene_frames(seeds: Sequence[int], every: int = 20, min_items: int = 2) -> list[Frame]:
+def scene_eval_frames(seeds: Sequence[int], every: int = 20, min_items: int = 2) -> list[Frame]:
     """Every ``every``-th CheckoutScene frame that shows at least ``min_items`` items."""
     out = []
     for seed in tqdm(seeds, desc="scene", leave=False):
@@ -87,9 +90,10 @@ def packshot_single(photo: np.ndarray, mask: np.ndarray) -> Frame:
     return canvas, inst
 
 
-def packshot_pair(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> Frame:
-    """Products a and b cut out and set side by side, slid together until their masks touch."""
-    (pa, ma), (pb, mb) = a, b
+def packshot_pair(a: Sprite, b: Sprite) -> Frame:
+    """Products a and b (cut-out sprites) set side by side, slid together until their masks touch."""
+    (pa, aa), (pb, ab) = a, b
+    ma, mb = aa > 0, ab > 0
     canvas = np.empty((*SIZE, 3), np.uint8)
     canvas[:] = ((_backdrop(pa).astype(np.int32) + _backdrop(pb)) // 2).astype(np.uint8)
     inst = np.zeros(SIZE, np.int32)
@@ -97,17 +101,16 @@ def packshot_pair(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndar
     hb, wb = mb.shape
     ya, yb = (SIZE[0] - ha) // 2, (SIZE[0] - hb) // 2
     xa = (SIZE[1] - wa - wb) // 2
-    inst[ya:ya + ha, xa:xa + wa][ma > 0] = 1
-    canvas[ya:ya + ha, xa:xa + wa][ma > 0] = pa[ma > 0]
+    inst[ya:ya + ha, xa:xa + wa][ma] = 1
+    canvas[ya:ya + ha, xa:xa + wa][ma] = pa[ma]
     dilated = cv2.dilate((inst > 0).astype(np.uint8), np.ones((3, 3), np.uint8))  # 8-neighbourhood
     xb = xa + wa
     while xb > xa:  # slide b left while it does not overlap a; stop once it is 8-adjacent
-        region = dilated[yb:yb + hb, xb:xb + wb]
-        if (region[mb > 0] > 0).any():
+        if dilated[yb:yb + hb, xb:xb + wb][mb].any():
             break
         xb -= 1
-    inst[yb:yb + hb, xb:xb + wb][mb > 0] = 2
-    canvas[yb:yb + hb, xb:xb + wb][mb > 0] = pb[mb > 0]
+    inst[yb:yb + hb, xb:xb + wb][mb] = 2
+    canvas[yb:yb + hb, xb:xb + wb][mb] = pb[mb]
     return canvas, inst
 
 
@@ -122,13 +125,8 @@ def packshot_frames(held: Sequence[Path]) -> tuple[list[Frame], list[Frame]]:
         if mask is not None:  # a packshot not on white has no mask to measure against
             shots.append((photo, mask))
     singles = [packshot_single(photo, mask) for photo, mask in shots]
-    pairs = []
-    for i in range(len(shots)):
-        (pa, ma), (pb, mb) = shots[i], shots[(i + 1) % len(shots)]
-        xa, ya, wa, ha = cv2.boundingRect(ma)
-        xb, yb, wb, hb = cv2.boundingRect(mb)
-        pairs.append(packshot_pair((pa[ya:ya + ha, xa:xa + wa], ma[ya:ya + ha, xa:xa + wa]),
-                                   (pb[yb:yb + hb, xb:xb + wb], mb[yb:yb + hb, xb:xb + wb])))
+    sprites = [mask_sprite(photo, mask) for photo, mask in shots]
+    pairs = [packshot_pair(sprites[i], sprites[(i + 1) % len(sprites)]) for i in range(len(sprites))]
     return singles, pairs
 
 
@@ -144,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
     iconic = args.iconic or default_iconic_dir()
     try:  # an explicit --iconic that is missing, empty or unreadable is the user's to fix
         held = split_iconic(iconic)[1] if args.iconic or iconic.is_dir() else []
-        sets: dict[str, list[Frame]] = {"scene": scene_frames(SCENE_SEEDS)}
+        sets: dict[str, list[Frame]] = {"scene": scene_eval_frames(SCENE_SEEDS)}
         if held:
             sets["heldout"] = heldout_frames(held, args.heldout_images)
             sets["packshot_single"], sets["packshot_pairs"] = packshot_frames(held)
     except FileNotFoundError as exc:
         print(f"python -m export segment-sets: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    counts = {name: write_set(args.out / name, frames, name) for name, frames in sets.items()}
+    counts = {name: write_eval_set(args.out / name, frames, name) for name, frames in sets.items()}
     print(json.dumps({"out": str(args.out), "images": counts,  # noqa: T201
                       "packshots": [p.stem for p in held]}, indent=2))
     if not held:

@@ -54,6 +54,12 @@ REACQUIRE_IOU = 0.5
 REACQUIRE_INSIDE = 0.8
 
 
+def box_area(xyxy: np.ndarray) -> np.ndarray:
+    """Areas of [N, 4] xyxy boxes -> float64 [N]; 0 for an empty box."""
+    xyxy = np.asarray(xyxy, np.float64)
+    return np.prod(np.maximum(xyxy[:, 2:] - xyxy[:, :2], 0.0), axis=1)
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairwise intersection areas [A, B] of xyxy boxes, and the areas of ``a`` [A] and ``b`` [B]."""
     a = np.asarray(a, np.float64)
@@ -61,9 +67,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.maximum(rb - lt, 0.0), axis=2)
-    area_a = np.prod(np.maximum(a[:, 2:] - a[:, :2], 0.0), axis=1)
-    area_b = np.prod(np.maximum(b[:, 2:] - b[:, :2], 0.0), axis=1)
-    return inter, area_a, area_b
+    return inter, box_area(a), box_area(b)
 
 
 def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -310,7 +314,7 @@ class Tracker:
         self._move_anchors(hit, boxes[rows])
 
     def _move_anchors(self, rows: np.ndarray, boxes: np.ndarray) -> None:
-        area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1).astype(np.float64)
+        area = box_area(boxes)
         full_area = self._full.copy()
         full_area[rows] = np.maximum(full_area[rows], area)
         anchor = self._anchor.copy()
@@ -385,7 +389,7 @@ class Tracker:
         self._hits = np.concatenate([self._hits, np.ones(k, np.int32)])
         self._missed = np.concatenate([self._missed, np.zeros(k, np.int32)])
         self._anchor = np.concatenate([self._anchor, boxes[rows].astype(np.float64)])
-        self._full = np.concatenate([self._full, np.prod(boxes[rows, 2:] - boxes[rows, :2], axis=1)])
+        self._full = np.concatenate([self._full, box_area(boxes[rows])])
         self._age = np.concatenate([self._age, np.zeros(k, np.int32)])
         self._score = np.concatenate([self._score, conf[rows].astype(np.float32)])
         self._emb = np.concatenate([self._emb, emb])
