@@ -1,10 +1,11 @@
 """CPU latency of every shipped model (stream/models/MODELS.json) under ONNX Runtime.
 
-    python3 benchmarks/bench_models.py [--reps 30] [--models embedder segmenter]
+    python3 benchmarks/bench_models.py [--reps 30] [--models embedder segmenter] [--extra NAME=PATH ...]
 
 For each model at its own input size: batch 1 (and batch 4 for embedders), 1 and 2 intra-op threads,
-fp32 vs static int8 (the shipped ``NAME.int8.onnx`` if present, else quantised here with
+fp32 vs static int8 (``STEM.int8.onnx`` beside the fp32 file if present, else quantised here with
 export.onnx_utils on random calibration inputs: fine for latency, not for accuracy claims).
+``--extra NAME=PATH`` times another ONNX in the same rounds (e.g. a candidate against the shipped one).
 Configurations are timed round-robin (one run of each per round) so machine load hits them alike;
 medians over the rounds. Writes benchmarks/results/models.json.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,9 +49,9 @@ def input_for(sess: ort.InferenceSession, batch: int, rng: np.random.Generator) 
 
 
 def int8_copy(name: str, fp32: Path, tmp: Path, rng: np.random.Generator) -> tuple[Path | None, str]:
-    shipped = fp32.with_name(f"{name}.int8.onnx")
+    shipped = fp32.with_name(f"{fp32.stem}.int8.onnx")
     if shipped.exists():
-        return shipped, "shipped"
+        return shipped, f"{shipped.name} beside the fp32 file"
     try:
         from export.onnx_utils import quantize_int8  # noqa: PLC0415 - optional: the export extra
     except ImportError as exc:
@@ -59,20 +61,15 @@ def int8_copy(name: str, fp32: Path, tmp: Path, rng: np.random.Generator) -> tup
     return quantize_int8(fp32, tmp / f"{name}.int8.onnx", calib), "quantised here (random calibration)"
 
 
-def bench(models: list[str], reps: int) -> dict:
-    manifest = json.loads((models_dir() / MANIFEST).read_text())
+def bench(models: dict[str, Path], reps: int) -> dict:
+    """``models``: name -> fp32 ONNX path."""
     rng = np.random.default_rng(0)
-    rows = []
+    configs, rows = [], []
     with tempfile.TemporaryDirectory() as tmpdir:
-        for name in models:
-            if name not in manifest:
-                print(f"skip {name}: not in {MANIFEST} (shipped: {', '.join(manifest)})")
-                continue
-            fp32 = models_dir() / manifest[name]["file"]
+        for name, fp32 in models.items():
             q, q_note = int8_copy(name, fp32, Path(tmpdir), rng)
             meta = dict(session(fp32, 1).get_modelmeta().custom_metadata_map)
             batches = (1, 4) if "embedding_dim" in meta else (1,)
-            configs = []
             for precision, path in (("fp32", fp32), ("int8", q)):
                 if path is None:
                     continue
@@ -85,17 +82,18 @@ def bench(models: list[str], reps: int) -> dict:
                         configs.append({"model": name, "precision": precision, "threads": threads,
                                         "batch": b, "sess": sess, "feed": feed, "times": [],
                                         "input": list(feed.values())[0].shape,
-                                        "size_kb": round(Path(path).stat().st_size / 1024)})
-            for _ in range(reps):
-                for c in configs:
-                    t = time.perf_counter()
-                    c["sess"].run(None, c["feed"])
-                    c["times"].append((time.perf_counter() - t) * 1000)
+                                        "size_kb": round(Path(path).stat().st_size / 1024),
+                                        "int8_source": q_note if precision == "int8" else None})
+        # every configuration of every model once per round, so load changes hit them alike
+        for _ in tqdm(range(reps), desc="rounds", leave=False):
             for c in configs:
-                rows.append({k: c[k] for k in ("model", "precision", "threads", "batch", "size_kb")}
-                            | {"input": list(c["input"]), "median_ms": statistics.median(c["times"]),
-                               "p90_ms": float(np.percentile(c["times"], 90)), "reps": reps,
-                               "int8_source": q_note if c["precision"] == "int8" else None})
+                t = time.perf_counter()
+                c["sess"].run(None, c["feed"])
+                c["times"].append((time.perf_counter() - t) * 1000)
+    for c in configs:
+        rows.append({k: c[k] for k in ("model", "precision", "threads", "batch", "size_kb", "int8_source")}
+                    | {"input": list(c["input"]), "median_ms": statistics.median(c["times"]),
+                       "p90_ms": float(np.percentile(c["times"], 90)), "reps": reps})
     for r in rows:  # ratios measured side by side in this run
         ref = next(x for x in rows if x["model"] == r["model"] and x["precision"] == "fp32"
                    and x["threads"] == r["threads"] and x["batch"] == r["batch"])
@@ -108,9 +106,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--models", nargs="*", help="names in MODELS.json (default: all)")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
+                   help="also time these ONNX files (same rounds, so ratios are side by side)")
     args = p.parse_args()
     manifest = json.loads((models_dir() / MANIFEST).read_text())
-    result = bench(args.models or sorted(manifest), max(args.reps, 1))
+    models = {}
+    for name in args.models or sorted(manifest):
+        if name not in manifest:
+            p.error(f"{name} is not in {MANIFEST} (shipped: {', '.join(manifest)})")
+        models[name] = models_dir() / manifest[name]["file"]
+    for item in args.extra:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--extra wants NAME=PATH to an existing ONNX file, got {item!r}")
+        models[name] = Path(path)
+    result = bench(models, max(args.reps, 1))
     print(f"onnxruntime {result['onnxruntime']}, numpy {result['numpy']}, python {result['python']},"
           f" {result['cpus']} CPUs")
     print(f"{'model':<12} {'prec':<5} {'thr':>3} {'batch':>5} {'input':<18} {'KiB':>7} {'median ms':>10}"
