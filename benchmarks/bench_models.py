@@ -1,13 +1,13 @@
 """CPU latency of every shipped model (stream/models/MODELS.json) under ONNX Runtime.
 
-    python3 benchmarks/bench_models.py [--reps 30] [--models embedder segmenter] [--extra NAME=PATH ...]
+    python3 benchmarks/bench_models.py [--reps 30] [--models embedder segmenter] [--extra NAME=PATH ...] [--out JSON]
 
 For each model at its own input size: batch 1 (and batch 4 for embedders), 1 and 2 intra-op threads,
 fp32 vs static int8 (``STEM.int8.onnx`` beside the fp32 file if present, else quantised here with
 export.onnx_utils on random calibration inputs: fine for latency, not for accuracy claims).
 ``--extra NAME=PATH`` times another ONNX in the same rounds (e.g. a candidate against the shipped one).
 Configurations are timed round-robin (one run of each per round) so machine load hits them alike;
-medians over the rounds. Writes benchmarks/results/models.json.
+medians over the rounds. Writes benchmarks/results/models.json (or --out).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def bench(models: dict[str, Path], reps: int) -> dict:
                    and x["threads"] == r["threads"] and x["batch"] == r["batch"])
         r["speedup_vs_fp32"] = ref["median_ms"] / r["median_ms"]
     return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "rows": rows}
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+            "files": {name: str(path) for name, path in models.items()}, "rows": rows}
 
 
 def main() -> int:
@@ -108,6 +109,7 @@ def main() -> int:
     p.add_argument("--models", nargs="*", help="names in MODELS.json (default: all)")
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
                    help="also time these ONNX files (same rounds, so ratios are side by side)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS})")
     args = p.parse_args()
     manifest = json.loads((models_dir() / MANIFEST).read_text())
     models = {}
@@ -131,9 +133,9 @@ def main() -> int:
     notes = {r["int8_source"] for r in result["rows"] if r["int8_source"]}
     for n in notes:
         print(f"int8: {n}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
