@@ -5,7 +5,9 @@
     CATALOG/manifest.json  embedder identity (name, version, sha256), dim, index type, count, created
 
 A product's score for a query is its best photo's cosine similarity; ``search`` returns the top-k
-distinct products. Loading a catalog built by another embedder is refused: its vectors live in
+distinct products. (Measured with the shipped embedder on grocery val, none of these beat it: a
+product's mean vector, the mean of its best 2-3 photos, a similarity-weighted vote of the 3-10
+nearest photos, or averaging each image with its mirror image.) Loading a catalog built by another embedder is refused: its vectors live in
 another space and every match would be silently wrong.
 """
 
