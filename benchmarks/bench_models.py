@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -99,7 +100,7 @@ def bench(models: dict[str, Path], reps: int) -> dict:
                    and x["threads"] == r["threads"] and x["batch"] == r["batch"])
         r["speedup_vs_fp32"] = ref["median_ms"] / r["median_ms"]
     return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+            "machine": platform.machine(), "cpus": os.cpu_count(),
             "files": {name: str(path) for name, path in models.items()}, "rows": rows}
 
 
