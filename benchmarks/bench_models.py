@@ -101,7 +101,13 @@ def bench(models: dict[str, Path], reps: int) -> dict:
         r["speedup_vs_fp32"] = ref["median_ms"] / r["median_ms"]
     return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
-            "files": {name: str(path) for name, path in models.items()}, "rows": rows}
+            "files": {name: _shown(path) for name, path in models.items()}, "rows": rows}
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the repository when inside it: results read the same on every checkout."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def main() -> int:
