@@ -81,10 +81,22 @@ def _base_label(base: dict[str, Any]) -> str:
     return f"frozen ImageNet ({base['input_size']} px, {base['dim']}-d)"
 
 
+def _loss_text(cfg: dict) -> tuple[str, str, str]:
+    """(loss description, name of the training accuracy, CLI flags) for a checkpoint's config; configs
+    written before SupCon existed were CosFace."""
+    if cfg.get("loss", "cosface") == "supcon":
+        return (f"supervised contrastive (SupCon, temperature {1 / cfg['scale']:.3g}) over batches of"
+                f" {cfg['per_product']} crops of each of {cfg['batch'] // cfg['per_product']} products",
+                "in-batch nearest-neighbour accuracy",
+                f" --loss supcon --scale {cfg['scale']} --per-product {cfg['per_product']}")
+    return (f"CosFace (normalised softmax, s={cfg['scale']}, margin={cfg['margin']}) over one proxy per product",
+            "proxy accuracy", f" --loss cosface --scale {cfg['scale']} --margin {cfg['margin']}")
+
+
 def _search_line(search: list[dict]) -> str:
     runs = "; ".join(f"{r['label']}: {_pct(r['top1'])}" for r in search)
-    return ("- The recipe (backbone, input size, frozen depth) was chosen on val among runs with the products held"
-            f" out (train-photo catalog top-1: {runs}), so val flatters the shipped model a little; the"
+    return ("- The recipe (backbone, input size, frozen depth, loss) was chosen on val among runs with the"
+            f" products held out (train-photo catalog top-1: {runs}), so val flatters the shipped model a little; the"
             " official test split, not used here, is the independent measure.")
 
 
@@ -96,6 +108,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
     cfg = json.loads(Path(export_report["onnx"]).with_name("checkpoint.json").read_text())["config"]
     main = evals[0][1]
     variant = config_variant(cfg)
+    loss_text, acc_name, loss_flags = _loss_text(cfg)
     held_text = (
         f"Held out of training ({len(cfg['held_out'])}): {', '.join(cfg['held_out'])}. This shipped model"
         " is the held-out model." if cfg["held_out"] else
@@ -123,14 +136,12 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "- Data: Grocery Store Dataset (Klasson et al., WACV 2019, MIT) `train/` photos + `iconic/` packshots"
         f" of {train['n_products']} products ({train['n_images']} photos, {train['n_iconic']} packshots).",
         f"- {held_text}",
-        f"- Loss: CosFace (normalised softmax, s={cfg['scale']}, margin={cfg['margin']}) over one proxy per"
-        " product; AdamW, lr backbone {lr_b} / head {lr_h}, cosine schedule over a {m}-minute"
-        " wall-clock budget; {fz}; stochastic depth {dc}; {iw} px input.".format(
-            lr_b=cfg["lr_backbone"], lr_h=cfg["lr_head"], m=cfg["minutes"], dc=cfg["drop_connect"],
-            fz=_frozen_text(variant, cfg["freeze_upto"]), iw=cfg["size"]),
+        f"- Loss: {loss_text}; AdamW, lr backbone {cfg['lr_backbone']} / head {cfg['lr_head']}, cosine schedule"
+        f" over a {cfg['minutes']}-minute wall-clock budget; {_frozen_text(variant, cfg['freeze_upto'])};"
+        f" stochastic depth {cfg['drop_connect']}; {cfg['size']} px input.",
         f"- Ran {train['steps']} steps of batch {cfg['batch']} ({train['epochs']} epochs) in"
         f" {train['minutes']} min on 1 CPU thread; final train loss {train['final_loss']},"
-        f" proxy accuracy {train['final_train_acc']}.",
+        f" {acc_name} {train['final_train_acc']}.",
         "- Augmentation: random resized crops, rotation (25 deg or any), colour/contrast/white-balance"
         " jitter, blur, JPEG, down-up sampling, a skin-coloured hand occluding an edge; packshots are"
         " cut from their white background and pasted on clutter or plain counters, cropped like a box.",
@@ -182,7 +193,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "",
         "```",
         f"python -m export embedder --out OUT --variant {variant} --minutes {cfg['minutes']}"
-        f" --size {cfg['size']} --dim {cfg['dim']} --freeze-upto {cfg['freeze_upto']}"
+        f" --size {cfg['size']} --dim {cfg['dim']} --freeze-upto {cfg['freeze_upto']}{loss_flags}"
         + (" --all-products" if not cfg["held_out"] else ""),
         f"python -m export embedder --out BASE --frozen --variant {variant}"
         f" --size {backbone.NATIVE_SIZE[variant]}      # ImageNet baseline",

@@ -58,3 +58,17 @@ def test_missing_inputs_are_named_in_one_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "missing input file(s)" in err and "export.json" in err and "eval.json" in err
     assert "Traceback" not in err
+
+
+def test_card_names_the_loss_it_was_trained_with(tmp_path: Path) -> None:
+    report = _report(tmp_path, [])
+    cfg_path = tmp_path / "checkpoint.json"
+    cfg = json.loads(cfg_path.read_text())["config"]
+    text = card(report, [("shipped", _eval(0.8, 0.7, 0.4))], None)
+    assert "CosFace (normalised softmax, s=20.0, margin=0.15)" in text and "proxy accuracy" in text
+    assert "--loss cosface --scale 20.0 --margin 0.15" in text  # configs from before the option: CosFace
+    cfg_path.write_text(json.dumps({"config": cfg | {"loss": "supcon", "scale": 10.0, "per_product": 4}}))
+    text = card(report, [("shipped", _eval(0.8, 0.7, 0.4))], None)
+    assert "SupCon, temperature 0.1) over batches of 4 crops of each of 8 products" in text
+    assert "in-batch nearest-neighbour accuracy" in text and "--loss supcon --scale 10.0 --per-product 4" in text
+    assert "CosFace" not in text
