@@ -3,6 +3,9 @@
 Loss: CosFace (normalised-softmax with an additive cosine margin) over one learned proxy per
 product. Proxy losses converge in few epochs with small batches (what a 2-core CPU allows) and need
 no pair mining; the margin keeps same-product crops tight for the nearest-neighbour catalog search.
+Measured on grocery val with 10 products held out, 58 min each (train-photo catalog top-1 / unseen
+products on the packshot catalog): CosFace m=0.15 83.4 % / 51.8 %, m=0.30 83.8 % / 51.8 %, supervised
+contrastive (``loss="supcon"``, batches of 4 crops of 8 products, temperature 0.1) 77.7 % / 40.6 %.
 The early stages (stride <= 8) stay frozen at ImageNet values: that halves the backward cost and
 keeps the low-level features general for products never seen in training.
 
