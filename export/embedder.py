@@ -181,8 +181,8 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
         {"params": trunk_params, "lr": cfg.lr_backbone, "weight_decay": cfg.weight_decay},
         {"params": list(model.proj.parameters()), "lr": cfg.lr_head, "weight_decay": cfg.weight_decay},
     ]
-    if cfg.loss == "cosface":
-        groups.append({"params": list(loss_fn.parameters()), "lr": cfg.lr_head * 3, "weight_decay": 0.0})
+    if proxies := list(loss_fn.parameters()):  # CosFace learns one proxy per product; SupCon has none
+        groups.append({"params": proxies, "lr": cfg.lr_head * 3, "weight_decay": 0.0})
     base_lrs = [g["lr"] for g in groups]
     opt = torch.optim.AdamW(groups)
     budget_s = cfg.minutes * 60
