@@ -57,7 +57,9 @@ class TrainConfig:
     # (Lite0: 0-4, Lite1: 0-6), where features are generic edges and textures; -1: train all.
     freeze_upto: int | None = None
     drop_connect: float = 0.1
-    iconic_repeat: int = 8  # each packshot appears this many times per epoch (1 vs ~30 photos)
+    # Each packshot appears this many times per epoch (1 vs ~30 photos). They help photo matching too:
+    # 2 instead of 8 scored 81.1 % vs 83.4 % (held-out val, train-photo catalog).
+    iconic_repeat: int = 8
     warmup_frac: float = 0.04
     seed: int = 0
     held_out: tuple[str, ...] = field(default=HELD_OUT)

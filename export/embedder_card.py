@@ -95,9 +95,9 @@ def _loss_text(cfg: dict) -> tuple[str, str, str]:
 
 def _search_line(search: list[dict]) -> str:
     runs = "; ".join(f"{r['label']}: {_pct(r['top1'])}" for r in search)
-    return ("- The recipe (backbone, input size, frozen depth, loss) was chosen on val among runs with the"
-            f" products held out (train-photo catalog top-1: {runs}), so val flatters the shipped model a little; the"
-            " official test split, not used here, is the independent measure.")
+    return ("- The recipe (backbone, input size, frozen depth, loss, packshot share) was chosen on val among runs"
+            f" with the products held out (train-photo catalog top-1: {runs}), so val flatters the shipped model a"
+            " little; the official test split, not used here, is the independent measure.")
 
 
 def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | None, *,
