@@ -29,7 +29,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.onnx_model import MANIFEST, models_dir  # noqa: E402
+from stream.stages.onnx_model import MANIFEST, models_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "models.json"
 

@@ -28,7 +28,7 @@ from export.embedder import (
     save_checkpoint,
     train_embedder,
 )
-from stream.embed import letterbox
+from stream.stages.embed import letterbox
 
 log = logging.getLogger("export")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.scene import DEMO_PRODUCTS, Sprite, counter_texture, paste, product_sprite, warp_sprite
+from stream.synthetic.scene import DEMO_PRODUCTS, Sprite, counter_texture, paste, product_sprite, warp_sprite
 
 BAND = 2  # boundary band width in model pixels
 TRAIN_STYLES = ("wood", "steel", "laminate", "belt", "plain", "mottled", "stripes")

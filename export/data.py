@@ -1,7 +1,7 @@
 """Grocery-store images for embedder training: loading (decoded once, at reduced size) and the
 augmentation that turns a photo or a white-background packshot into a plausible checkout crop.
 
-Every sample ends with ``stream.embed.letterbox``: the exact function the runtime applies to a crop.
+Every sample ends with ``stream.stages.embed.letterbox``: the exact function the runtime applies to a crop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.embed import letterbox
+from stream.stages.embed import letterbox
 
 log = logging.getLogger(__name__)
 

@@ -277,7 +277,7 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
         "input_size": size,
         "embedding_dim": dim,
         "normalisation": onnx_utils.normalisation_meta(backbone.MEAN, backbone.STD),
-        "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.embed.letterbox)",
+        "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.stages.embed.letterbox)",
         "training_data": training,
         "recipe": json.dumps({k: summary[k] for k in ("steps", "epochs", "minutes") if k in summary}),
         "backbone": f"{backbone.title(variant)} (ImageNet, {backbone.weights_package(variant)})",

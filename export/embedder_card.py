@@ -123,7 +123,7 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
         "## Contract",
         "",
         f"- input `crops`: uint8 [N, {main['input_size']}, {main['input_size']}, 3] BGR; a crop is"
-        " letterboxed to that size (keep aspect, pad grey 127: `stream.embed.letterbox`, also used in"
+        " letterboxed to that size (keep aspect, pad grey 127: `stream.stages.embed.letterbox`, also used in"
         " training).",
         "- preprocessing in the graph: BGR->RGB, (x - 127) / 128.",
         f"- output `embeddings`: float32 [N, {main['dim']}], L2-normalised.",

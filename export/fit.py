@@ -24,8 +24,8 @@ import numpy as np
 from export.composites import default_iconic_dir, image_files
 from export.segmenter import TrainConfig, build_segmenter
 from stream.config import load_config
-from stream.eval_segment import eval_segment
-from stream.onnx_model import resolve_model
+from stream.eval.segment import eval_segment
+from stream.stages.onnx_model import resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from export.composites import (
     product_mask,
     split_iconic,
 )
-from stream.scene import CheckoutScene, Sprite
+from stream.synthetic.scene import CheckoutScene, Sprite
 
 SIZE = (480, 640)  # (H, W) of every written image: a common camera frame
 SCENE_SEEDS = (900, 901, 902)  # CheckoutScene seeds: training renders scenes with seeds 101, 102

@@ -47,7 +47,7 @@ from export.segnet import (
     to_input,
 )
 from export.ship import ship_model
-from stream.scene import CheckoutScene
+from stream.synthetic.scene import CheckoutScene
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from stream.onnx_model import MANIFEST, models_dir, sha256_file
+from stream.stages.onnx_model import MANIFEST, models_dir, sha256_file
 
 
 def ship_model(onnx_path: Path, name: str, card: str, dest: Path | None = None) -> Path:

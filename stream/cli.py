@@ -31,10 +31,10 @@ class CliError(RuntimeError):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from stream.catalog import CatalogError
-    from stream.onnx_model import ModelError
-    from stream.sinks import SinkError
-    from stream.source import SourceError
+    from stream.stages.catalog import CatalogError
+    from stream.stages.onnx_model import ModelError
+    from stream.sinks.base import SinkError
+    from stream.sources.file import SourceError
 
     return (ConfigError, CliError, ModelError, CatalogError, SinkError, SourceError, OSError)
 
@@ -58,8 +58,8 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
 
 def _recognition(cfg: Config, catalog_dir: Path | None, photos: dict | None = None) -> tuple[Any, Any]:
     """(embedder, catalog) or (None, None) when there is no catalog to recognise against."""
-    from stream.catalog import Catalog
-    from stream.embed import Embedder
+    from stream.stages.catalog import Catalog
+    from stream.stages.embed import Embedder
 
     if catalog_dir is None and photos is None:
         log.warning("no --catalog given: items are tracked and reported as unrecognised")
@@ -72,8 +72,8 @@ def _recognition(cfg: Config, catalog_dir: Path | None, photos: dict | None = No
 
 
 def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: Path | None) -> list:
-    from stream.display import Recorder, Window, display_available
-    from stream.overlay import Overlay
+    from stream.outputs.display import Recorder, Window, display_available
+    from stream.outputs.overlay import Overlay
 
     overlay = Overlay(cfg.overlay)
     outputs: list = []
@@ -92,7 +92,7 @@ def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: 
 def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: dict | None = None,
          default_record: Path | None = None) -> int:
     from stream.runtime import build_runtime, open_frames_log, write_summary
-    from stream.sinks import SinkSet, make_sinks
+    from stream.sinks.base import SinkSet, make_sinks
 
     stop = threading.Event()
     embedder, catalog = _recognition(cfg, getattr(args, "catalog", None), photos)
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: d
 # ------------------------------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stream.source import open_source
+    from stream.sources.file import open_source
 
     cfg = _config(args)
     if args.catalog is not None and not Path(args.catalog).is_dir():
@@ -136,8 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import SceneSource, demo_photos
-    from stream.scene import CheckoutScene
+    from stream.sources.demo import SceneSource, demo_photos
+    from stream.synthetic.scene import CheckoutScene
 
     cfg = _config(args)
     scene = CheckoutScene(seed=args.seed, duration_s=args.duration)
@@ -148,8 +148,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_build(args: argparse.Namespace) -> int:
-    from stream.catalog import Catalog
-    from stream.embed import Embedder
+    from stream.stages.catalog import Catalog
+    from stream.stages.embed import Embedder
 
     cfg = _config(args)
     embedder = Embedder(cfg.classify.model)
@@ -161,8 +161,8 @@ def cmd_catalog_build(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_add(args: argparse.Namespace) -> int:
-    from stream.catalog import Catalog
-    from stream.embed import Embedder
+    from stream.stages.catalog import Catalog
+    from stream.stages.embed import Embedder
 
     cfg = _config(args)
     embedder = Embedder(cfg.classify.model)
@@ -185,7 +185,7 @@ def cmd_catalog_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_catalog(args: argparse.Namespace) -> int:
-    from stream.eval_catalog import eval_catalog, format_table
+    from stream.eval.catalog import eval_catalog, format_table
 
     cfg = _config(args)
     result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog,
@@ -195,7 +195,7 @@ def cmd_eval_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_segment(args: argparse.Namespace) -> int:
-    from stream.eval_segment import eval_segment, format_table
+    from stream.eval.segment import eval_segment, format_table
 
     cfg = _config(args)
     result = eval_segment(Path(args.images), Path(args.masks), cfg.segment, cfg.boxes,

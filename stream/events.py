@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .types import UNKNOWN, Frame, Label
+from stream.types import UNKNOWN, Frame, Label
 
 SCHEMA_ID = "checkout-stream/event/1"
 

@@ -24,13 +24,13 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from stream.boxes import BoxExtractor
-from stream.classify import CatalogLike, Classifier, EmbedderLike
+from stream.stages.boxes import BoxExtractor
+from stream.stages.classify import CatalogLike, Classifier, EmbedderLike
 from stream.config import Config
 from stream.events import EventFactory
 from stream.pipeline import Detected, Pipeline, SegmenterLike
-from stream.segment import Segmenter
-from stream.track import Tracker
+from stream.stages.segment import Segmenter
+from stream.stages.track import Tracker
 from stream.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)

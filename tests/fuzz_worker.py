@@ -12,7 +12,7 @@ import signal
 import sys
 
 from stream.config import load_config
-from stream.source import SourceError, open_source
+from stream.sources.file import SourceError, open_source
 
 MEMORY_LIMIT = 2 << 30  # address space; a pathological allocation fails instead of swapping
 PER_FILE_S = 10

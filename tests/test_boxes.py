@@ -8,7 +8,7 @@ import scipy.ndimage as ndi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.boxes import (
+from stream.stages.boxes import (
     BoxExtractor,
     Scratch,
     components_with_stats,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.catalog import Catalog, CatalogError
+from stream.stages.catalog import Catalog, CatalogError
 from stream.config import CatalogConfig
 
 DIM = 16

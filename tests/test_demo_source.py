@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from stream.demo import SceneSource, demo_photos
-from stream.scene import DEMO_PRODUCTS, CheckoutScene
+from stream.sources.demo import SceneSource, demo_photos
+from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene
 
 
 def test_reads_every_frame_then_ends():

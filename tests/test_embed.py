@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import ModelConfig
-from stream.embed import PAD_VALUE, Embedder, letterbox
-from stream.onnx_model import ModelError, _manifest
+from stream.stages.embed import PAD_VALUE, Embedder, letterbox
+from stream.stages.onnx_model import ModelError, _manifest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402

@@ -19,7 +19,7 @@ from export.data import Split  # noqa: E402
 from export.embedder import SupCon, TrainConfig, _epoch_batches, load_checkpoint, train_embedder  # noqa: E402
 from export.onnx_utils import InGraphPreprocess, ort_session  # noqa: E402
 from stream.config import ModelConfig  # noqa: E402
-from stream.embed import Embedder, letterbox  # noqa: E402
+from stream.stages.embed import Embedder, letterbox  # noqa: E402
 
 pytestmark = pytest.mark.export
 

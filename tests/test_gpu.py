@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from stream.config import load_config
-from stream.onnx_model import load_model
-from stream.scene import CheckoutScene
+from stream.stages.onnx_model import load_model
+from stream.synthetic.scene import CheckoutScene
 
 pytestmark = [
     pytest.mark.gpu,

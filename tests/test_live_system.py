@@ -20,8 +20,8 @@ import yaml
 
 from stream.config import load_config
 from stream.runtime import build_runtime
-from stream.sinks import MemorySink
-from stream.source import open_source
+from stream.sinks.base import MemorySink
+from stream.sources.file import open_source
 from tests.faultproxy import FaultProxy
 from tests.live import RTSP_MISSING, RtspServer, wait_for
 

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from stream.classify import Classifier
+from stream.stages.classify import Classifier
 from stream.config import load_config
 from stream.events import EventFactory
 from stream.pipeline import Pipeline
 from stream.runtime import Percentiles, Runtime
-from stream.sinks import MemorySink
-from stream.track import Tracker
+from stream.sinks.base import MemorySink
+from stream.stages.track import Tracker
 from tests.fakes import ScriptedDetector, frame
 
 pytestmark = pytest.mark.timeout(60)

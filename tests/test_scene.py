@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.scene import (
+from stream.synthetic.scene import (
     DEMO_PRODUCTS,
     CheckoutScene,
     SceneFrame,

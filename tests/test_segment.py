@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from stream.config import load_config
-from stream.eval_segment import (
+from stream.eval.segment import (
     eval_segment,
     format_table,
     match_instances,
@@ -22,9 +22,9 @@ from stream.eval_segment import (
     touching_pairs,
     upsample_nearest,
 )
-from stream.onnx_model import ModelError, load_model, resolve_model
-from stream.scene import CheckoutScene
-from stream.segment import Segmenter
+from stream.stages.onnx_model import ModelError, load_model, resolve_model
+from stream.synthetic.scene import CheckoutScene
+from stream.stages.segment import Segmenter
 
 META = {"name": "fake-segmenter", "version": "0", "input_size": "[8, 12]",
         "class_names": '["background", "item", "boundary"]'}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from stream.config import SourceConfig, load_config
-from stream.source import (
+from stream.sources.file import (
     CameraSource,
     FileSource,
     NetworkSource,
@@ -25,7 +25,7 @@ from stream.source import (
     open_source,
     redact,
 )
-from stream.source_net import backoff_delay
+from stream.sources.network import backoff_delay
 from stream.types import Frame
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import SourceConfig, load_config
-from stream.source import Source, open_source
+from stream.sources.file import Source, open_source
 from stream.types import Frame
 from tests.faultproxy import FaultProxy
 from tests.live import PASSWORD, RTSP_MISSING, SECRETS, SIZE, RtspServer, wait_for

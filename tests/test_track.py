@@ -1,4 +1,4 @@
-"""Tests for the track stage (stream.track, stream.kalman)."""
+"""Tests for the track stage (stream.stages.track, stream.stages.kalman)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from stream import kalman
+from stream.stages import kalman
 from stream.config import TrackConfig, load_config
-from stream.track import Tracker, box_iou, linear_assignment
+from stream.stages.track import Tracker, box_iou, linear_assignment
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 
 BASE = dataclasses.replace(load_config().track, min_hits=3)  # the tests count frames from 3

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.boxes import BoxExtractor
+from stream.stages.boxes import BoxExtractor
 from stream.config import BoxesConfig, SegmentConfig
-from stream.segment import Segmenter
+from stream.stages.segment import Segmenter
 
 log = logging.getLogger(__name__)
 

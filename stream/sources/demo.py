@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from stream.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
+from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
 from stream.types import Frame
 
 PACKSHOT_VIEWS = 8  # catalog photos per demo product (pose, size and lighting variations)

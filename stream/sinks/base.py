@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from .config import EventsConfig
-from .events import encode
-from .sink_tcp import SinkError, TcpSink, is_loopback
+from stream.config import EventsConfig
+from stream.events import encode
+from stream.sinks.tcp import SinkError, TcpSink, is_loopback
 
 __all__ = ["JsonlFileSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "is_loopback",
            "make_sinks"]

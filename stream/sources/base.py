@@ -1,7 +1,7 @@
 """What every video source shares: the Source interface, errors, URL redaction, the decode loop.
 
-Split from ``stream.source`` so the file reader (``stream.source``) and the live sources
-(``stream.source_net``) can both build on it without importing each other.
+Split from ``stream.sources.file`` so the file reader (``stream.sources.file``) and the live sources
+(``stream.sources.network``) can both build on it without importing each other.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from stream.overlay import Overlay
+from stream.outputs.overlay import Overlay
 from stream.types import FrameResult
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Track stage: ByteTrack-style multi-object tracking of item boxes.
 
-Each update predicts every track one frame ahead (constant-velocity Kalman filter, ``stream.kalman``)
+Each update predicts every track one frame ahead (constant-velocity Kalman filter, ``stream.stages.kalman``)
 and associates detections in two stages, as ByteTrack does:
 
 1. confident detections (``conf >= high_threshold``) against every live track (tentative, confirmed
@@ -36,7 +36,7 @@ import logging
 import numba
 import numpy as np
 
-from stream import kalman
+from stream.stages import kalman
 from stream.config import TrackConfig
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.catalog import Catalog, CatalogError, find_photos
+from stream.stages.catalog import Catalog, CatalogError, find_photos
 from stream.config import CatalogConfig, ClassifyConfig
-from stream.embed import Embedder
+from stream.stages.embed import Embedder
 
 log = logging.getLogger(__name__)
 

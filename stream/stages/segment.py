@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from stream.config import SegmentConfig
-from stream.onnx_model import LoadedModel, ModelError, check_io, load_model
+from stream.stages.onnx_model import LoadedModel, ModelError, check_io, load_model
 from stream.types import SegMap
 
 log = logging.getLogger(__name__)

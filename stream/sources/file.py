@@ -5,7 +5,7 @@ URL is a network stream, an integer or ``/dev/videoN`` is a camera, anything els
 Files end; live sources (network, camera) never end by themselves: an outage is reported through
 ``on_status`` and retried forever with capped, jittered backoff until ``stop`` is set.
 
-Live sources live in ``stream.source_net``, the shared interface in ``stream.source_base``; this
+Live sources live in ``stream.sources.network``, the shared interface in ``stream.sources.base``; this
 module holds the file reader and ``open_source``. The one-slot hand-off that keeps capture from
 queueing stale frames belongs to the runtime (``stream.runtime``), which owns every thread.
 """
@@ -22,7 +22,7 @@ import av
 import av.error
 
 from stream.config import SourceConfig
-from stream.source_base import (
+from stream.sources.base import (
     DamagedStream,
     Source,
     SourceError,
@@ -32,7 +32,7 @@ from stream.source_base import (
     describe,
     redact,
 )
-from stream.source_net import CameraSource, NetworkSource
+from stream.sources.network import CameraSource, NetworkSource
 from stream.types import Frame
 
 __all__ = [

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from stream.config import SourceConfig
-from stream.source_base import (
+from stream.sources.base import (
     DamagedStream,
     Source,
     Stalled,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream import boxes_kernels as K
+from stream.stages import kernels as K
 from stream.config import BoxesConfig
 from stream.types import Detections, SegMap
 

@@ -26,8 +26,8 @@ import time
 from collections import deque
 from typing import Any
 
-from .config import EventsConfig
-from .events import encode, gap_marker
+from stream.config import EventsConfig
+from stream.events import encode, gap_marker
 
 log = logging.getLogger(__name__)
 

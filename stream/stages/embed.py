@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from stream.config import ModelConfig
-from stream.onnx_model import LoadedModel, ModelError, check_io, load_model
+from stream.stages.onnx_model import LoadedModel, ModelError, check_io, load_model
 
 log = logging.getLogger(__name__)
 
