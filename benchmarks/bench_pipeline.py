@@ -36,15 +36,15 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.stages.catalog import Catalog  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.sources.demo import demo_photos  # noqa: E402
-from stream.stages.embed import Embedder  # noqa: E402
 from stream.runtime import build_runtime  # noqa: E402
-from stream.synthetic.scene import CheckoutScene  # noqa: E402
-from stream.stages.segment import Segmenter  # noqa: E402
 from stream.sinks.base import MemorySink  # noqa: E402
+from stream.sources.demo import demo_photos  # noqa: E402
 from stream.sources.file import open_source  # noqa: E402
+from stream.stages.catalog import Catalog  # noqa: E402
+from stream.stages.embed import Embedder  # noqa: E402
+from stream.stages.segment import Segmenter  # noqa: E402
+from stream.synthetic.scene import CheckoutScene  # noqa: E402
 
 
 class Slowed:

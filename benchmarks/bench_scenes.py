@@ -24,14 +24,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.stages.catalog import Catalog  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.sources.demo import SceneSource, demo_photos  # noqa: E402
-from stream.stages.embed import Embedder  # noqa: E402
 from stream.runtime import build_runtime  # noqa: E402
-from stream.synthetic.scene import CheckoutScene  # noqa: E402
 from stream.sinks.base import MemorySink  # noqa: E402
+from stream.sources.demo import SceneSource, demo_photos  # noqa: E402
+from stream.stages.catalog import Catalog  # noqa: E402
+from stream.stages.embed import Embedder  # noqa: E402
 from stream.stages.track import box_iou  # noqa: E402
+from stream.synthetic.scene import CheckoutScene  # noqa: E402
 
 MIN_VISIBLE_S = 1.5
 

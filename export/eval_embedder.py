@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from export.data import HELD_OUT, default_data_root
-from stream.stages.catalog import find_photos
 from stream.config import load_config
-from stream.stages.embed import Embedder
 from stream.eval.catalog import eval_catalog
+from stream.stages.catalog import find_photos
+from stream.stages.embed import Embedder
 
 
 def _subset_top1(result: dict[str, Any], products: set[str]) -> dict[str, float | int]:

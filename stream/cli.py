@@ -31,10 +31,10 @@ class CliError(RuntimeError):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from stream.stages.catalog import CatalogError
-    from stream.stages.onnx_model import ModelError
     from stream.sinks.base import SinkError
     from stream.sources.file import SourceError
+    from stream.stages.catalog import CatalogError
+    from stream.stages.onnx_model import ModelError
 
     return (ConfigError, CliError, ModelError, CatalogError, SinkError, SourceError, OSError)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream.stages.protocols import BoxesLike, ClassifierLike, SegmenterLike, TrackerLike
 from stream.types import (
     CONFIRMED,
     REMOVED,
@@ -22,30 +23,9 @@ from stream.types import (
     Frame,
     FrameResult,
     Label,
-    SegMap,
     StageTimes,
-    Tracks,
     TrackView,
 )
-
-
-class SegmenterLike(Protocol):
-    def segment(self, image: np.ndarray) -> SegMap: ...
-
-
-class BoxesLike(Protocol):
-    def extract(self, segmap: SegMap) -> Detections: ...
-
-
-class TrackerLike(Protocol):
-    def update(self, detections: Detections) -> Tracks: ...
-    def reset(self) -> None: ...
-
-
-class ClassifierLike(Protocol):
-    def update(self, frame: Frame, detections: Detections, tracks: Tracks) -> dict[int, Label]: ...
-    def label(self, track_id: int) -> Label | None: ...
-    def reset(self) -> None: ...
 
 
 class EventsLike(Protocol):

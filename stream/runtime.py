@@ -24,11 +24,12 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from stream.stages.boxes import BoxExtractor
-from stream.stages.classify import CatalogLike, Classifier, EmbedderLike
 from stream.config import Config
 from stream.events import EventFactory
-from stream.pipeline import Detected, Pipeline, SegmenterLike
+from stream.pipeline import Detected, Pipeline
+from stream.stages.boxes import BoxExtractor
+from stream.stages.classify import Classifier
+from stream.stages.protocols import CatalogLike, EmbedderLike, SegmenterLike
 from stream.stages.segment import Segmenter
 from stream.stages.track import Tracker
 from stream.types import Frame, FrameResult

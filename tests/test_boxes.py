@@ -8,6 +8,7 @@ import scipy.ndimage as ndi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.config import BoxesConfig
 from stream.stages.boxes import (
     BoxExtractor,
     Scratch,
@@ -15,7 +16,6 @@ from stream.stages.boxes import (
     label_components,
     region_stats,
 )
-from stream.config import BoxesConfig
 from stream.types import SegMap
 
 NAMES = ("background", "item", "boundary")

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.stages.catalog import Catalog, CatalogError
 from stream.config import CatalogConfig
+from stream.stages.catalog import Catalog, CatalogError
 
 DIM = 16
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from stream.stages import onnx_model
 from stream.config import load_config
+from stream.stages import onnx_model
 from stream.synthetic.scene import DEMO_PRODUCTS, render_packshot
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.stages.catalog import Catalog
 from stream.config import load_config
-from stream.sources.demo import SceneSource, demo_photos
-from stream.stages.embed import Embedder
 from stream.events import validate
 from stream.runtime import build_runtime
-from stream.synthetic.scene import CheckoutScene
 from stream.sinks.base import MemorySink
+from stream.sources.demo import SceneSource, demo_photos
+from stream.stages.catalog import Catalog
+from stream.stages.embed import Embedder
 from stream.stages.track import box_iou
+from stream.synthetic.scene import CheckoutScene
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -115,8 +115,8 @@ def test_tiny_export_end_to_end(tmp_path: Path) -> None:
     from export.__main__ import main  # noqa: PLC0415
     from export.segmenter import SegNet, export_wrapper, load_onnx_weights  # noqa: PLC0415
     from stream.config import load_config  # noqa: PLC0415
-    from stream.synthetic.scene import CheckoutScene  # noqa: PLC0415
     from stream.stages.segment import Segmenter  # noqa: PLC0415
+    from stream.synthetic.scene import CheckoutScene  # noqa: PLC0415
 
     t0 = time.monotonic()
     iconic = DATA / "grocery-store" / "iconic"  # absent elsewhere: then procedural items only

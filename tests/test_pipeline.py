@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.stages.classify import Classifier, crop_item
 from stream.config import load_config
 from stream.events import EventFactory, validate
 from stream.pipeline import Pipeline
+from stream.stages.classify import Classifier, crop_item
 from stream.stages.track import Tracker
 from stream.types import Frame
 from tests.fakes import BruteCatalog, MeanColourEmbedder, ScriptedDetector, detections

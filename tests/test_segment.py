@@ -23,8 +23,8 @@ from stream.eval.segment import (
     upsample_nearest,
 )
 from stream.stages.onnx_model import ModelError, load_model, resolve_model
-from stream.synthetic.scene import CheckoutScene
 from stream.stages.segment import Segmenter
+from stream.synthetic.scene import CheckoutScene
 
 META = {"name": "fake-segmenter", "version": "0", "input_size": "[8, 12]",
         "class_names": '["background", "item", "boundary"]'}

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from stream.stages import kalman
 from stream.config import TrackConfig, load_config
+from stream.stages import kalman
 from stream.stages.track import Tracker, box_iou, linear_assignment
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 

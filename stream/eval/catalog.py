@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.stages.catalog import Catalog, CatalogError, find_photos
 from stream.config import CatalogConfig, ClassifyConfig
+from stream.stages.catalog import Catalog, CatalogError, find_photos
 from stream.stages.embed import Embedder
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.stages.boxes import BoxExtractor
 from stream.config import BoxesConfig, SegmentConfig
+from stream.stages.boxes import BoxExtractor
 from stream.stages.segment import Segmenter
 
 log = logging.getLogger(__name__)

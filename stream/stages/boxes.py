@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.stages import kernels as K
 from stream.config import BoxesConfig
+from stream.stages import kernels as K
 from stream.types import Detections, SegMap
 
 log = logging.getLogger(__name__)

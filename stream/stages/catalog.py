@@ -18,9 +18,9 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import faiss
@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.config import CatalogConfig
+from stream.stages.protocols import EmbedderLike
 from stream.types import Match
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,6 @@ IDENTITY_KEYS = ("name", "version", "sha256")
 
 class CatalogError(RuntimeError):
     """A catalog is missing, corrupt, empty or was built with another embedder."""
-
-
-class EmbedderLike(Protocol):
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def identity(self) -> dict[str, str]: ...
-
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 def _flat(dim: int, n: int) -> faiss.Index:

@@ -10,23 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from stream.config import ClassifyConfig
+from stream.stages.protocols import CatalogLike, EmbedderLike
 from stream.types import CONFIRMED, REMOVED, UNKNOWN, Detections, Frame, Label, Match, Tracks
 
 BORDER_WEIGHT = 0.3  # a crop cut by the frame edge shows part of the item: trust it less
-
-
-class EmbedderLike(Protocol):
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray: ...
-
-
-class CatalogLike(Protocol):
-    def search(self, vectors: np.ndarray, k: int) -> list[Match]: ...
 
 
 @dataclass

@@ -36,8 +36,8 @@ import logging
 import numba
 import numpy as np
 
-from stream.stages import kalman
 from stream.config import TrackConfig
+from stream.stages import kalman
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 
 log = logging.getLogger(__name__)
