@@ -30,7 +30,7 @@ from stream.sinks.base import MemorySink  # noqa: E402
 from stream.sources.demo import SceneSource, demo_photos  # noqa: E402
 from stream.stages.catalog import Catalog  # noqa: E402
 from stream.stages.embed import Embedder  # noqa: E402
-from stream.stages.track import box_iou  # noqa: E402
+from stream.stages.geometry import box_iou  # noqa: E402
 from stream.synthetic.scene import CheckoutScene  # noqa: E402
 
 MIN_VISIBLE_S = 1.5

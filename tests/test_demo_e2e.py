@@ -21,7 +21,7 @@ from stream.sinks.base import MemorySink
 from stream.sources.demo import SceneSource, demo_photos
 from stream.stages.catalog import Catalog
 from stream.stages.embed import Embedder
-from stream.stages.track import box_iou
+from stream.stages.geometry import box_iou
 from stream.synthetic.scene import CheckoutScene
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linear_sum_assignment
 
 from stream.config import TrackConfig, load_config
+from stream.config import replace as config_replace
 from stream.stages import kalman
-from stream.stages.track import Tracker, box_iou, linear_assignment
+from stream.stages.geometry import box_iou, gated_match, linear_assignment
+from stream.stages.track import Tracker
 from stream.types import CONFIRMED, LOST, REMOVED, TENTATIVE, Detections, Tracks
 
-BASE = dataclasses.replace(load_config().track, min_hits=3)  # the tests count frames from 3
+BASE = config_replace(load_config().track, min_hits=3)  # the tests count frames from 3
 
 
 def cfg(**over: Any) -> TrackConfig:
-    return dataclasses.replace(BASE, **over)
+    return BASE.model_copy(update=over)
 
 
 def dets(boxes: list | np.ndarray, conf: list | float | np.ndarray | None = None) -> Detections:
@@ -178,53 +180,6 @@ def test_far_detection_does_not_match() -> None:
                       strict=True)) == [(1, LOST, -1), (2, CONFIRMED, 0)]
 
 
-@pytest.mark.parametrize(("weight", "follows"), [(0.0, "position"), (0.9, "appearance")])
-def test_appearance_weight_decides_between_overlapping_boxes(weight: float, follows: str) -> None:
-    t = Tracker(cfg(appearance_weight=weight, min_hits=1, match_iou=0.3))
-    left, right = box(0, 0), box(10, 0)  # IoU 0.6: both pairings pass the gate
-    emb = np.eye(2, 8, dtype=np.float32)
-    for _ in range(3):
-        first = t.update(dets([left, right]), emb)
-    swapped = t.update(dets([left, right]), emb[::-1].copy())
-    for k, tid in enumerate(first.track_id.tolist()):
-        before = int(first.detection_index[k])
-        after = int(swapped.detection_index[row(swapped, tid)])
-        assert after == (before if follows == "position" else 1 - before)
-
-
-@pytest.mark.parametrize(("momentum", "want_index"), [
-    (0.0, 0),  # no memory: the track looks like its latest crop (e1), which is at its own place
-    (0.9, 1),  # long memory: the track still looks like e0, which has moved next door
-])
-def test_embedding_momentum_sets_how_fast_appearance_follows(momentum: float, want_index: int) -> None:
-    t = Tracker(cfg(appearance_weight=0.9, embedding_momentum=momentum, min_hits=1))
-    left, right = box(0, 0), box(10, 0)
-    e0, e1 = np.eye(2, 8, dtype=np.float32)
-    for e in (e0, e0, e0, e1):
-        t.update(dets([left]), e[None].copy())
-    out = t.update(dets([left, right]), np.stack([e1, e0]))
-    assert out.detection_index[row(out, 1)] == want_index
-
-
-@pytest.mark.parametrize(("emb", "error"), [
-    (np.zeros((1, 4), np.float64), TypeError),
-    (np.zeros(4, np.float32), TypeError),
-    ([[1.0, 0.0]], TypeError),
-    (np.zeros((2, 4), np.float32), ValueError),
-])
-def test_bad_embeddings_are_rejected(emb: object, error: type[Exception]) -> None:
-    t = Tracker(cfg(appearance_weight=0.5))
-    with pytest.raises(error, match="embedding"):
-        t.update(dets([box(0, 0)]), emb)  # type: ignore[arg-type]
-
-
-def test_embedding_dimension_change_is_rejected() -> None:
-    t = Tracker(cfg(appearance_weight=0.5))
-    t.update(dets([box(0, 0)]), np.ones((1, 4), np.float32) / 2)
-    with pytest.raises(ValueError, match="reset"):
-        t.update(dets([box(0, 0)]), np.ones((1, 8), np.float32))
-
-
 def test_low_threshold_above_high_is_rejected() -> None:
     with pytest.raises(ValueError, match="low_threshold"):
         Tracker(cfg(low_threshold=0.8, high_threshold=0.5))
@@ -264,15 +219,13 @@ def test_detection_index_points_at_the_matched_box() -> None:
 
 
 def test_inputs_are_not_mutated() -> None:
-    t = Tracker(cfg(appearance_weight=0.5, min_hits=1))
+    t = Tracker(cfg(min_hits=1))
     for frame in range(8):
         d = dets([box(5 * frame, 0), box(300, 5 * frame)], [0.9, 0.4])
-        emb = np.eye(2, 4, dtype=np.float32)
         before = {f.name: getattr(d, f.name).copy() for f in dataclasses.fields(d)}
         for f in dataclasses.fields(d):
             getattr(d, f.name).flags.writeable = False
-        emb.flags.writeable = False
-        t.update(d, emb)
+        t.update(d)
         for name, arr in before.items():
             np.testing.assert_array_equal(getattr(d, name), arr)
 
@@ -337,20 +290,24 @@ def test_property_ids_and_indices(frames: list, min_hits: int, max_lost: int) ->
 
 
 @settings(max_examples=150, deadline=None)
-@given(n=st.integers(0, 9), m=st.integers(0, 9), seed=st.integers(0, 2**32 - 1),
-       integer=st.booleans())
-def test_linear_assignment_matches_scipy(n: int, m: int, seed: int, integer: bool) -> None:
+@given(n=st.integers(0, 4), m=st.integers(0, 4), seed=st.integers(0, 2**32 - 1), gate=st.floats(0.0, 1.0))
+def test_gated_match_against_brute_force(n: int, m: int, seed: int, gate: float) -> None:
+    """Most feasible pairs first, then the least cost: checked against every partial matching."""
     rng = np.random.default_rng(seed)
-    cost = rng.integers(0, 4, (n, m)).astype(float) if integer else rng.normal(size=(n, m))
-    rows, cols = linear_assignment(cost)
-    ref_rows, ref_cols = linear_sum_assignment(cost)
-    assert len(rows) == len(ref_rows) == min(n, m)
-    assert rows.tolist() == sorted(rows.tolist())
+    iou = rng.random((n, m))
+    cost = 1.0 - iou
+    rows, cols = gated_match(iou, cost, gate)
+    assert (iou[rows, cols] >= gate).all()
     assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
-    # Ties (integer costs) may pick another optimum: compare the optimal cost, not the pairs.
-    assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum(), abs=1e-9)
-    if not integer:
-        assert cols.tolist() == ref_cols.tolist()
+    best = (0, 0.0)
+    for perm in itertools.permutations([*range(m), *([-1] * n)], n):
+        pairs = [(r, c) for r, c in enumerate(perm) if c >= 0 and iou[r, c] >= gate]
+        if len({c for _, c in pairs}) != len(pairs):
+            continue
+        key = (len(pairs), -sum(cost[r, c] for r, c in pairs))
+        best = max(best, key)
+    assert len(rows) == best[0]
+    assert cost[rows, cols].sum() == pytest.approx(-best[1], abs=1e-9)
 
 
 def test_linear_assignment_rejects_non_finite_costs() -> None:
