@@ -1,139 +1,144 @@
-"""Typed, closed configuration.
+"""Typed, closed configuration (pydantic models).
 
-Every default lives in ``stream/default.yaml`` (``configs/default.yaml`` links to it). A user file is
-merged over it, then CLI overrides. Unknown keys, wrong types and out-of-range values are rejected with
-a message naming the key. Each stage's constructor takes its own section.
+Every default lives in ``stream/default.yaml`` (``configs/default.yaml`` links to it), so no field here
+has a default of its own. A user file is merged over the defaults, then CLI overrides; the result is
+validated strictly: unknown keys, wrong types (no coercion: ``"3"`` is not an int, ``true`` is not a
+number) and out-of-range values are a ``ConfigError`` naming the key. Each stage's constructor takes
+its own section. ``config_schema()`` is the JSON Schema of the whole file.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
-def bounded(lo: float | None = None, hi: float | None = None, choices: tuple = ()) -> Any:
-    """A dataclass field with no default (defaults live in default.yaml) and optional bounds."""
-    return field(metadata={"lo": lo, "hi": hi, "choices": choices})
+class Section(BaseModel):
+    """A closed, frozen, strictly typed config section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    realtime: bool = bounded()
-    transport: str = bounded(choices=("tcp", "udp"))
-    open_timeout_s: float = bounded(0.1, 120)
-    read_timeout_s: float = bounded(0.1, 120)
-    backoff_initial_s: float = bounded(0.01, 60)
-    backoff_max_s: float = bounded(0.1, 600)
-    backoff_jitter: float = bounded(0.0, 1.0)
-    max_pixels: int = bounded(1, 1 << 31)
-    allowed_protocols: tuple[str, ...] = bounded()
+def _list() -> Any:
+    """A list in YAML, a tuple in Python (sections are frozen)."""
+    return Field(strict=False)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class SourceConfig(Section):
+    realtime: bool
+    transport: Literal["tcp", "udp"]
+    open_timeout_s: float = Field(ge=0.1, le=120)
+    read_timeout_s: float = Field(ge=0.1, le=120)
+    backoff_initial_s: float = Field(ge=0.01, le=60)
+    backoff_max_s: float = Field(ge=0.01, le=600)
+    backoff_jitter: float = Field(ge=0.0, le=1.0)
+    max_pixels: int = Field(ge=1, le=1 << 31)
+    allowed_protocols: tuple[str, ...] = _list()
+
+
+class ModelConfig(Section):
     """Where a model comes from and how ONNX Runtime runs it."""
 
-    path: str = bounded()
-    provider: str = bounded(choices=("auto", "tensorrt", "cuda", "cpu"))
-    intra_op_threads: int = bounded(0, 256)
-    inter_op_threads: int = bounded(0, 256)
-    trt_cache_dir: str = bounded()
-    fp16: bool = bounded()
-    verify_checksum: bool = bounded()
+    path: str
+    provider: Literal["auto", "tensorrt", "cuda", "cpu"]
+    intra_op_threads: int = Field(ge=0, le=256)
+    inter_op_threads: int = Field(ge=0, le=256)
+    trt_cache_dir: str
+    fp16: bool
+    verify_checksum: bool
 
 
-@dataclass(frozen=True)
-class SegmentConfig:
-    model: ModelConfig = bounded()
+class SegmentConfig(Section):
+    model: ModelConfig
 
 
-@dataclass(frozen=True)
-class BoxesConfig:
-    min_area_frac: float = bounded(0.0, 1.0)
-    connectivity: int = bounded(choices=(4, 8))
-    split_touching: bool = bounded()
-    boundary_reach: int = bounded(1, 1000)
+class BoxesConfig(Section):
+    min_area_frac: float = Field(ge=0.0, le=1.0)
+    connectivity: Literal[4, 8]
+    split_touching: bool
+    boundary_reach: int = Field(ge=1, le=1000)
 
 
-@dataclass(frozen=True)
-class TrackConfig:
-    high_threshold: float = bounded(0.0, 1.0)
-    low_threshold: float = bounded(0.0, 1.0)
-    new_track_threshold: float = bounded(0.0, 1.0)
-    match_iou: float = bounded(0.0, 1.0)
-    low_match_iou: float = bounded(0.0, 1.0)
-    distance_gate: float = bounded(0.0, 10.0)
-    min_hits: int = bounded(1, 1000)
-    max_lost_frames: int = bounded(0, 100000)
-    appearance_weight: float = bounded(0.0, 1.0)
-    embedding_momentum: float = bounded(0.0, 1.0)
+class TrackConfig(Section):
+    high_threshold: float = Field(ge=0.0, le=1.0)
+    low_threshold: float = Field(ge=0.0, le=1.0)
+    new_track_threshold: float = Field(ge=0.0, le=1.0)
+    match_iou: float = Field(ge=0.0, le=1.0)
+    low_match_iou: float = Field(ge=0.0, le=1.0)
+    distance_gate: float = Field(ge=0.0, le=10.0)
+    min_hits: int = Field(ge=1, le=1000)
+    max_lost_frames: int = Field(ge=0, le=100000)
 
 
-@dataclass(frozen=True)
-class ClassifyConfig:
-    model: ModelConfig = bounded()
-    crops_per_frame: int = bounded(1, 256)
-    refresh_frames: int = bounded(1, 100000)
-    max_embeddings: int = bounded(1, 1000)
-    crop_padding: float = bounded(0.0, 1.0)
-    mask_background: bool = bounded()
-    unknown_threshold: float = bounded(-1.0, 1.0)
-    top_k: int = bounded(1, 100)
-    switch_margin: float = bounded(0.0, 2.0)
-    min_embeddings: int = bounded(1, 1000)
+class ClassifyConfig(Section):
+    model: ModelConfig
+    crops_per_frame: int = Field(ge=1, le=256)
+    refresh_frames: int = Field(ge=1, le=100000)
+    max_embeddings: int = Field(ge=1, le=1000)
+    crop_padding: float = Field(ge=0.0, le=1.0)
+    mask_background: bool
+    unknown_threshold: float = Field(ge=-1.0, le=1.0)
+    top_k: int = Field(ge=1, le=100)
+    switch_margin: float = Field(ge=0.0, le=2.0)
+    min_embeddings: int = Field(ge=1, le=1000)
 
 
-@dataclass(frozen=True)
-class CatalogConfig:
-    index: str = bounded(choices=("flat", "hnsw", "ivf"))
-    use_gpu: bool = bounded()
-    blas_threshold: int = bounded(1, 10**9)
+class CatalogConfig(Section):
+    index: Literal["flat", "hnsw", "ivf"]
+    use_gpu: bool
+    blas_threshold: int = Field(ge=1, le=10**9)
 
 
-@dataclass(frozen=True)
-class EventsConfig:
-    sinks: tuple[str, ...] = bounded()
-    client_buffer: int = bounded(1, 1 << 20)
-    replay_ring: int = bounded(0, 1 << 22)
-    token: str = bounded()
+class EventsConfig(Section):
+    sinks: tuple[str, ...] = _list()
+    client_buffer: int = Field(ge=1, le=1 << 20)
+    replay_ring: int = Field(ge=0, le=1 << 22)
+    token: str
 
 
-@dataclass(frozen=True)
-class OverlayConfig:
-    mask_alpha: float = bounded(0.0, 1.0)
-    show_fps: bool = bounded()
-    window_name: str = bounded()
+class OverlayConfig(Section):
+    mask_alpha: float = Field(ge=0.0, le=1.0)
+    show_fps: bool
+    window_name: str
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
-    threaded: bool = bounded()
-    stats_interval_s: float = bounded(0.0, 3600)
-    shutdown_timeout_s: float = bounded(0.05, 60)
+class RuntimeConfig(Section):
+    threaded: bool
+    stats_interval_s: float = Field(ge=0.0, le=3600)
+    shutdown_timeout_s: float = Field(ge=0.05, le=60)
 
 
-@dataclass(frozen=True)
-class Config:
-    source: SourceConfig = bounded()
-    segment: SegmentConfig = bounded()
-    boxes: BoxesConfig = bounded()
-    track: TrackConfig = bounded()
-    classify: ClassifyConfig = bounded()
-    catalog: CatalogConfig = bounded()
-    events: EventsConfig = bounded()
-    overlay: OverlayConfig = bounded()
-    runtime: RuntimeConfig = bounded()
+class Config(Section):
+    source: SourceConfig
+    segment: SegmentConfig
+    boxes: BoxesConfig
+    track: TrackConfig
+    classify: ClassifyConfig
+    catalog: CatalogConfig
+    events: EventsConfig
+    overlay: OverlayConfig
+    runtime: RuntimeConfig
+
+
+S = TypeVar("S", bound=Section)
+
+
+def replace(section: S, **changes: Any) -> S:
+    """A copy of ``section`` with ``changes``, validated like a loaded file."""
+    return _validate(type(section), {**section.model_dump(), **changes})
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a complete config file."""
+    return Config.model_json_schema()
 
 
 def default_path() -> Path:
@@ -155,6 +160,8 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
+    """``over`` merged into ``base`` section by section; a key ``base`` lacks is an error that lists
+    the valid ones."""
     out = dict(base)
     for key, value in over.items():
         name = f"{where}{key}"
@@ -169,48 +176,17 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
     return out
 
 
-def _convert(tp: Any, value: Any, name: str, meta: typing.Mapping[str, Any]) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{name}': expected a section, found {value!r}")
-        return _build(tp, value, name + ".")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key '{name}': expected a list, found {value!r}")
-        (item_tp, _) = typing.get_args(tp)
-        return tuple(_convert(item_tp, v, f"{name}[{i}]", {}) for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"config key '{name}': unions are not supported")
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[tp]
-    if not ok:
-        raise ConfigError(f"config key '{name}': expected {tp.__name__}, found {value!r}")
-    value = tp(value)
-    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices", ())
-    if choices and value not in choices:
-        raise ConfigError(f"config key '{name}': {value!r} is not one of {', '.join(map(str, choices))}")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        raise ConfigError(f"config key '{name}': {value!r} is outside [{lo}, {hi}]")
-    return value
-
-
-def _build(cls: Any, data: dict, where: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        name = f"{where}{f.name}"
-        if f.name not in data:
-            raise ConfigError(f"config key '{name}' is missing")
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], name, f.metadata)
-    extra = set(data) - {f.name for f in dataclasses.fields(cls)}
-    if extra:
-        raise ConfigError(f"unknown config key '{where}{sorted(extra)[0]}'")
-    return cls(**kwargs)
+def _validate(cls: type[S], data: dict) -> S:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown config key '{key}'") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"config key '{key}' is missing") from None
+        raise ConfigError(f"config key '{key}': {err['msg']} (found {err['input']!r})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -220,8 +196,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = _merge(data, _read_yaml(Path(path)))
     for dotted, value in (overrides or {}).items():
         data = _merge(data, _nest(dotted, value))
-    cfg: Config = _build(Config, data)
-    return cfg
+    return _validate(Config, data)
 
 
 def _nest(dotted: str, value: Any) -> dict:

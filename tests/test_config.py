@@ -1,11 +1,12 @@
 """Config: every default loads; unknown keys, wrong types and out-of-range values name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stream.config import Config, ConfigError, default_path, load_config
+from stream.config import Config, ConfigError, config_schema, default_path, load_config, replace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,12 +24,14 @@ def test_defaults_load_and_configs_dir_points_at_them():
         ({"track.min_hits": 5}, None),
         ({"track.nope": 1}, "unknown config key 'track.nope'"),
         ({"nope": 1}, "unknown config key 'nope'"),
-        ({"track.min_hits": "three"}, "'track.min_hits': expected int"),
-        ({"track.min_hits": 0}, "'track.min_hits': 0 is outside"),
-        ({"track.min_hits": True}, "'track.min_hits': expected int"),
-        ({"source.transport": "carrier-pigeon"}, "is not one of tcp, udp"),
+        ({"track.min_hits": "three"}, "'track.min_hits': Input should be a valid integer (found 'three')"),
+        ({"track.min_hits": 0}, "'track.min_hits': Input should be greater than or equal to 1 (found 0)"),
+        ({"track.min_hits": True}, "'track.min_hits': Input should be a valid integer (found True)"),
+        ({"track.match_iou": True}, "'track.match_iou': Input should be a valid number (found True)"),
+        ({"source.transport": "carrier-pigeon"}, "Input should be 'tcp' or 'udp'"),
         ({"track": 3}, "'track': expected a section"),
-        ({"events.sinks": "stdout"}, "'events.sinks': expected a list"),
+        ({"events.sinks": "stdout"}, "'events.sinks': Input should be a valid tuple"),
+        ({"events.sinks": ["stdout", 3]}, "'events.sinks.1': Input should be a valid string"),
         ({"classify.model.provider": "tpu"}, "'classify.model.provider'"),
     ],
 )
@@ -38,7 +41,7 @@ def test_overrides(overrides, message):
         if overrides:
             assert cfg.track.min_hits == 5
         return
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(overrides=overrides)
 
 
@@ -72,3 +75,21 @@ def test_every_default_is_commented():
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and not stripped.endswith(":") and ":" in stripped:
             assert "#" in line, f"default without a comment: {line!r}"
+
+
+def test_replace_validates_like_a_file():
+    track = load_config().track
+    assert replace(track, min_hits=7).min_hits == 7 and track.min_hits != 7
+    with pytest.raises(ConfigError, match="'min_hits'"):
+        replace(track, min_hits=-1)
+
+
+def test_json_schema_is_closed_and_covers_every_default():
+    schema = config_schema()
+    defaults = load_config().model_dump()
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(defaults)
+    for name, ref in schema["properties"].items():
+        section = schema["$defs"][ref["$ref"].rsplit("/", 1)[-1]]
+        assert section["additionalProperties"] is False
+        assert set(section["properties"]) == set(defaults[name]), name

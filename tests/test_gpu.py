@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from stream.config import load_config
+from stream.config import replace as config_replace
 from stream.stages.onnx_model import load_model
 from stream.synthetic.scene import CheckoutScene
 
@@ -23,8 +22,8 @@ pytestmark = [
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_segmenter_matches_cpu(provider):
     cfg = load_config().segment.model
-    cpu = load_model(dataclasses.replace(cfg, provider="cpu"))
-    gpu = load_model(dataclasses.replace(cfg, provider=provider))
+    cpu = load_model(config_replace(cfg, provider="cpu"))
+    gpu = load_model(config_replace(cfg, provider=provider))
     assert gpu.provider != "CPUExecutionProvider"
     h, w = cpu.meta_json("input_size")
     image = cv2.resize(CheckoutScene(seed=5).render(120).image, (w, h))[None]
@@ -37,8 +36,8 @@ def test_segmenter_matches_cpu(provider):
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_embedder_matches_cpu(provider):
     cfg = load_config().classify.model
-    cpu = load_model(dataclasses.replace(cfg, provider="cpu"))
-    gpu = load_model(dataclasses.replace(cfg, provider=provider))
+    cpu = load_model(config_replace(cfg, provider="cpu"))
+    gpu = load_model(config_replace(cfg, provider=provider))
     s = cpu.meta_json("input_size")
     crops = np.random.default_rng(0).integers(0, 255, (4, s, s, 3), dtype=np.uint8)
     name = cpu.session.get_inputs()[0].name

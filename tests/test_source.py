@@ -3,7 +3,6 @@ cameras (a fake capture and OpenCV reading a file), backoff and URL redaction.""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from stream.config import SourceConfig, load_config
+from stream.config import replace as config_replace
 from stream.sources.file import (
     CameraSource,
     FileSource,
@@ -116,7 +116,7 @@ def test_bad_spec_raises_one_clear_line(spec: str, message: str, cfg: SourceConf
 
 
 def test_scheme_not_in_allowed_protocols(cfg: SourceConfig) -> None:
-    only_http = dataclasses.replace(cfg, allowed_protocols=("tcp", "http"))
+    only_http = config_replace(cfg, allowed_protocols=("tcp", "http"))
     with pytest.raises(SourceError, match="allowed_protocols") as info:
         open_source("rtsp://admin:hunter2@10.0.0.5/live", only_http)
     assert "hunter2" not in str(info.value)
@@ -205,7 +205,7 @@ def test_resolution_change_midstream(videos: dict[str, Path], cfg: SourceConfig)
 def test_realtime_paces_at_file_fps(videos: dict[str, Path], cfg: SourceConfig) -> None:
     """16 frames at 40 fps span 15 * 25 ms = 0.375 s when paced, a few ms otherwise."""
     fast = read_all(open_source(str(videos["fast"]), cfg))
-    paced = read_all(open_source(str(videos["fast"]), dataclasses.replace(cfg, realtime=True)))
+    paced = read_all(open_source(str(videos["fast"]), config_replace(cfg, realtime=True)))
     assert len(fast) == len(paced) == 16
     span_paced = paced[-1].t_capture - paced[0].t_capture
     span_fast = fast[-1].t_capture - fast[0].t_capture
@@ -217,7 +217,7 @@ def test_realtime_paces_at_file_fps(videos: dict[str, Path], cfg: SourceConfig) 
 
 def test_stop_interrupts_pacing(videos: dict[str, Path], cfg: SourceConfig) -> None:
     stop = threading.Event()
-    src = open_source(str(videos["slow"]), dataclasses.replace(cfg, realtime=True), stop=stop)
+    src = open_source(str(videos["slow"]), config_replace(cfg, realtime=True), stop=stop)
     assert src.read() is not None
     threading.Timer(0.1, stop.set).start()
     t0 = time.monotonic()
@@ -228,7 +228,7 @@ def test_stop_interrupts_pacing(videos: dict[str, Path], cfg: SourceConfig) -> N
 
 def test_max_pixels_refuses_large_frames(videos: dict[str, Path], cfg: SourceConfig) -> None:
     with pytest.raises(SourceError, match=r"160x120 exceed source.max_pixels=1000"):
-        open_source(str(videos["mp4"]), dataclasses.replace(cfg, max_pixels=1000))
+        open_source(str(videos["mp4"]), config_replace(cfg, max_pixels=1000))
 
 
 def test_audio_only_file_has_no_video(tmp_path: Path, cfg: SourceConfig) -> None:
@@ -367,7 +367,7 @@ class FakeCapture:
 
 
 def test_camera_retries_and_reports_status(cfg: SourceConfig) -> None:
-    quick = dataclasses.replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
+    quick = config_replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
     fake = FakeCapture(["x", "x", 3, 2])
     events: list[tuple[str, dict]] = []
     src = CameraSource(0, quick, on_status=lambda k, d: events.append((k, d)), capture_factory=fake)
@@ -386,7 +386,7 @@ def test_camera_via_opencv_on_a_file_reconnects_at_its_end(
     videos: dict[str, Path], cfg: SourceConfig
 ) -> None:
     """Real OpenCV capture: a file "camera" ends like an unplugged one and is reopened."""
-    quick = dataclasses.replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
+    quick = config_replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
     events: list[str] = []
     src = CameraSource(str(videos["mp4"]), quick, on_status=lambda k, d: events.append(k))
     frames = [src.read() for _ in range(N_FRAMES + 5)]

@@ -7,7 +7,6 @@ printed (run with -s to see them).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import http.server
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import SourceConfig, load_config
+from stream.config import replace as config_replace
 from stream.sources.file import Source, open_source
 from stream.types import Frame
 from tests.faultproxy import FaultProxy
@@ -83,13 +83,13 @@ def proxy(server: RtspServer) -> Iterator[FaultProxy]:
 @pytest.fixture(scope="module")
 def cfg() -> SourceConfig:
     # A short read timeout keeps stall tests quick; the rest are the shipped defaults.
-    return dataclasses.replace(load_config().source, read_timeout_s=1.0, open_timeout_s=2.0)
+    return config_replace(load_config().source, read_timeout_s=1.0, open_timeout_s=2.0)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_frames_flow(transport: str, server: RtspServer, cfg: SourceConfig) -> None:
     reader = Reader()
-    src = open_source(server.url(), dataclasses.replace(cfg, transport=transport), on_status=reader.status)
+    src = open_source(server.url(), config_replace(cfg, transport=transport), on_status=reader.status)
     reader.start(src)
     try:
         assert wait_for(lambda: len(reader.frames) >= 25, 10.0), f"only {len(reader.frames)} frames"
@@ -267,7 +267,7 @@ def test_http_file_is_live_and_replays_after_its_end(tmp_path: Path, cfg: Source
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     reader = Reader()
-    quick = dataclasses.replace(cfg, backoff_initial_s=0.05)
+    quick = config_replace(cfg, backoff_initial_s=0.05)
     src = open_source(f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4", quick, on_status=reader.status)
     reader.start(src)
     try:
@@ -283,7 +283,7 @@ def test_http_file_is_live_and_replays_after_its_end(tmp_path: Path, cfg: Source
 
 def test_oversized_stream_is_refused_with_a_clear_reason(server: RtspServer, cfg: SourceConfig) -> None:
     reader = Reader()
-    small = dataclasses.replace(cfg, max_pixels=320 * 240 - 1)
+    small = config_replace(cfg, max_pixels=320 * 240 - 1)
     src = open_source(server.url(), small, on_status=reader.status)
     reader.start(src)
     try:

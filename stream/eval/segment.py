@@ -15,7 +15,6 @@ Metrics (pooled over all images):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.config import BoxesConfig, SegmentConfig
+from stream.config import replace as config_replace
 from stream.stages.boxes import BoxExtractor
 from stream.stages.segment import Segmenter
 
@@ -149,7 +149,7 @@ def eval_segment(images: Path, masks: Path, segment_cfg: SegmentConfig, boxes_cf
     """Run the runtime's segmenter + boxes on every image; metrics as in the module docstring."""
     pairs = _pairs(Path(images), Path(masks))
     if split_touching is not None:
-        boxes_cfg = dataclasses.replace(boxes_cfg, split_touching=split_touching)
+        boxes_cfg = config_replace(boxes_cfg, split_touching=split_touching)
     segmenter, boxes = Segmenter(segment_cfg), BoxExtractor(boxes_cfg)
     acc = dict.fromkeys(("fg_inter", "fg_union", "true", "pred", "matched", "count_abs", "touching",
                          "separated"), 0.0)
