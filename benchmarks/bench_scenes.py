@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from stream.config import load_config  # noqa: E402
 from stream.runtime import build_runtime  # noqa: E402
-from stream.sinks.base import MemorySink  # noqa: E402
+from stream.sinks import MemorySink  # noqa: E402
 from stream.sources.demo import SceneSource, demo_photos  # noqa: E402
 from stream.stages.catalog import Catalog  # noqa: E402
 from stream.stages.embed import Embedder  # noqa: E402

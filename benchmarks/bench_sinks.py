@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream.config import EventsConfig  # noqa: E402
 from stream.events import EventFactory  # noqa: E402
-from stream.sinks.base import JsonlFileSink, SinkSet, StdoutSink, TcpSink  # noqa: E402
+from stream.sinks import JsonlFileSink, SinkSet, StdoutSink, TcpSink  # noqa: E402
 from stream.types import Frame, Label  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sinks.json"

@@ -31,7 +31,7 @@ class CliError(RuntimeError):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from stream.sinks.base import SinkError
+    from stream.sinks import SinkError
     from stream.sources.file import SourceError
     from stream.stages.catalog import CatalogError
     from stream.stages.onnx_model import ModelError
@@ -92,7 +92,7 @@ def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: 
 def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: dict | None = None,
          default_record: Path | None = None) -> int:
     from stream.runtime import build_runtime, open_frames_log, write_summary
-    from stream.sinks.base import SinkSet, make_sinks
+    from stream.sinks import SinkSet, make_sinks
 
     stop = threading.Event()
     embedder, catalog = _recognition(cfg, getattr(args, "catalog", None), photos)

@@ -17,7 +17,7 @@ import pytest
 from stream.config import load_config
 from stream.events import validate
 from stream.runtime import build_runtime
-from stream.sinks.base import MemorySink
+from stream.sinks import MemorySink
 from stream.sources.demo import SceneSource, demo_photos
 from stream.stages.catalog import Catalog
 from stream.stages.embed import Embedder

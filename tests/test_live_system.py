@@ -20,7 +20,7 @@ import yaml
 
 from stream.config import load_config
 from stream.runtime import build_runtime
-from stream.sinks.base import MemorySink
+from stream.sinks import MemorySink
 from stream.sources.file import open_source
 from tests.faultproxy import FaultProxy
 from tests.live import RTSP_MISSING, RtspServer, wait_for

@@ -12,7 +12,7 @@ from stream.config import load_config
 from stream.events import EventFactory
 from stream.pipeline import Pipeline
 from stream.runtime import Percentiles, Runtime
-from stream.sinks.base import MemorySink
+from stream.sinks import MemorySink
 from stream.stages.classify import Classifier
 from stream.stages.track import Tracker
 from tests.fakes import ScriptedDetector, frame

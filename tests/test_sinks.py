@@ -20,7 +20,7 @@ import pytest
 
 from stream.config import EventsConfig
 from stream.events import EventFactory, validate
-from stream.sinks.base import JsonlFileSink, SinkError, SinkSet, StdoutSink, TcpSink, make_sinks
+from stream.sinks import JsonlFileSink, SinkError, SinkSet, StdoutSink, TcpSink, make_sinks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def test_stdout_sink_under_head_exits_quietly() -> None:
     code = textwrap.dedent("""
         import logging
         from stream.events import EventFactory
-        from stream.sinks.base import StdoutSink
+        from stream.sinks import StdoutSink
         logging.basicConfig(level=logging.WARNING)
         f = EventFactory("run", "cam0")
         sink = StdoutSink()
@@ -385,6 +385,9 @@ class BrokenSink:
 
     def close(self) -> None:
         raise RuntimeError("boom")
+
+    def stats(self) -> dict:
+        return {}
 
 
 def test_sink_set_empty() -> None:

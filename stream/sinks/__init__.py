@@ -1,0 +1,102 @@
+"""Where events go: stdout, a JSON Lines file, a TCP socket. ``make_sinks`` builds them from specs;
+``SinkSet`` fans each event out to all of them. Sinks never block the loop (``stream.sinks.base``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from stream.config import EventsConfig
+from stream.sinks.base import MemorySink, Sink, SinkError
+from stream.sinks.lines import JsonlFileSink, StdoutSink
+from stream.sinks.tcp import TcpSink
+
+__all__ = ["JsonlFileSink", "MemorySink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "make_sinks"]
+
+log = logging.getLogger(__name__)
+
+SPEC_FORMS = "stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH"
+
+
+def _parse_tcp(spec: str) -> tuple[str, int]:
+    parts = urlsplit(spec)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        raise SinkError(f"bad event sink {spec!r}: expected tcp://HOST:PORT; valid forms: {SPEC_FORMS}")
+    return parts.hostname, port
+
+
+def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
+    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH"), all validated first."""
+    parsed: list[tuple[str, Any]] = []
+    for spec in specs:
+        if spec == "stdout":
+            parsed.append(("stdout", None))
+        elif spec.startswith("tcp://"):
+            parsed.append(("tcp", _parse_tcp(spec)))
+        elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
+            parsed.append(("jsonl", spec[len("jsonl:"):]))
+        else:
+            raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
+    sinks: list[Sink] = []
+    try:
+        for kind, arg in parsed:
+            if kind == "stdout":
+                sinks.append(StdoutSink(max_queue=max(cfg.client_buffer, 1024)))
+            elif kind == "tcp":
+                sinks.append(TcpSink(arg[0], arg[1], cfg))
+            else:
+                sinks.append(JsonlFileSink(arg))
+    except Exception:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+class SinkSet:
+    """Fans each event out to several sinks; one failing sink never stops the others."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = tuple(sinks)
+        # TCP sinks first: waking their server thread is a system call that releases the GIL, and
+        # line writers woken just before would grab it then, stalling this publish for their whole
+        # batch (measured: p99 178 -> 55 us in benchmarks/bench_sinks.py).
+        self._order = sorted(self.sinks, key=lambda s: not isinstance(s, TcpSink))
+        self.published = 0
+        self.errors = 0
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.published += 1
+        for sink in self._order:
+            try:
+                sink.publish(event)
+            except Exception:  # a sink bug must not take the pipeline down
+                self.errors += 1
+                if self.errors == 1:
+                    log.exception("event sink %s failed to publish", type(sink).__name__)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("event sink %s failed to close", type(sink).__name__)
+
+    def stats(self) -> dict[str, Any]:
+        """{"published", "errors", "dropped", "clients_cut", "sinks": [per-sink stats]}."""
+        per = []
+        for sink in self.sinks:
+            per.append({"sink": type(sink).__name__, **sink.stats()})
+        return {
+            "published": self.published,
+            "errors": self.errors,
+            "dropped": sum(int(s.get("dropped", 0)) for s in per),
+            "clients_cut": sum(int(s.get("clients_cut", 0)) for s in per),
+            "sinks": per,
+        }

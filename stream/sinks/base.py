@@ -1,34 +1,17 @@
-"""Where events go: stdout, a TCP socket, a JSON Lines file. Sinks never block the loop.
+"""The sink seam: what every event sink does, its error type, and the in-memory sink.
 
-``publish`` only hands an event to a background thread (a bounded queue; full -> drop and count), so
-a slow terminal, a full disk or a consumer that stopped reading costs the pipeline microseconds, not
-frames. JSON encoding happens on the sink's thread, off the loop. ``publish`` is meant to be called
-from one thread (the loop); the hand-off itself is a thread-safe deque append. The TCP server lives in
-``sink_tcp.py``; this module holds the protocol, the line writers and the spec parser.
+A sink's ``publish`` never blocks the loop: it hands the event to a background thread (a bounded
+queue; full -> drop and count) or keeps it in memory. ``publish`` is called from one thread (the loop).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import sys
-import threading
 from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from typing import Any, Protocol, runtime_checkable
 
-from stream.config import EventsConfig
-from stream.events import encode
-from stream.sinks.tcp import SinkError, TcpSink, is_loopback
 
-__all__ = ["JsonlFileSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "is_loopback",
-           "make_sinks"]
-
-log = logging.getLogger(__name__)
+class SinkError(ValueError):
+    """A sink spec is malformed, or a sink cannot start (bad path, refused bind)."""
 
 
 @runtime_checkable
@@ -39,195 +22,8 @@ class Sink(Protocol):
     def close(self) -> None:
         """Flush what is queued (bounded in time) and release resources."""
 
-
-class _LineWriter:
-    """A thread that encodes events and writes them as lines to a text stream.
-
-    The hand-off is a bounded deque: when the stream is slower than the loop, events are dropped and
-    counted instead of growing memory or blocking ``publish``. The publisher signals the thread only
-    when it sleeps, so most publishes are one append with no lock and no system call. A broken pipe
-    (the reader went away, e.g. ``| head``) makes the writer go quiet for good.
-    """
-
-    def __init__(self, stream: IO[str], name: str, max_queue: int, close_stream: bool,
-                 flush_timeout_s: float = 2.0) -> None:
-        self._stream = stream
-        self._close_stream = close_stream
-        self._flush_timeout_s = flush_timeout_s
-        self._max_queue = max_queue
-        self._pending: deque[dict[str, Any]] = deque()
-        self._wake = threading.Event()
-        self._sleeping = False
-        self._stop = False
-        self.published = 0
-        self.dropped = 0
-        self.written = 0
-        self.errors = 0
-        self.broken_pipe = False
-        self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
-        self._thread.start()
-
-    def publish(self, event: dict[str, Any]) -> None:
-        if self.broken_pipe or self._stop or len(self._pending) >= self._max_queue:
-            self.dropped += 1
-            return
-        self._pending.append(event)
-        self.published += 1
-        if self._sleeping:
-            self._sleeping = False
-            self._wake.set()
-
-    def close(self) -> None:
-        if self._stop:
-            return
-        self._stop = True
-        self._wake.set()
-        self._thread.join(self._flush_timeout_s)
-        if self._thread.is_alive():
-            log.warning("event sink %s did not flush within %.1f s; giving up on it",
-                        self._thread.name, self._flush_timeout_s)
-            return
-        if self._close_stream:
-            with contextlib.suppress(OSError):
-                self._stream.close()
-
     def stats(self) -> dict[str, Any]:
-        return {"published": self.published, "dropped": self.dropped, "written": self.written,
-                "errors": self.errors, "broken_pipe": self.broken_pipe}
-
-    def _run(self) -> None:
-        while not self.broken_pipe:
-            # Set the flag before looking: a publish after the look then sees it and wakes us.
-            self._sleeping = True
-            if not self._pending and not self._stop:
-                self._wake.wait()
-            self._sleeping = False
-            self._wake.clear()
-            if not self._pending and self._stop:
-                return
-            lines = []
-            # Drain what is already queued so one flush covers many events.
-            for _ in range(min(len(self._pending), 512)):
-                event = self._pending.popleft()
-                try:
-                    lines.append(encode(event))
-                except (TypeError, ValueError) as exc:
-                    self.errors += 1
-                    log.error("dropping an event that cannot be encoded as JSON: %s", exc)
-            if lines:
-                self._write(lines)
-
-    def _write(self, lines: list[str]) -> None:
-        try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
-            self.written += len(lines)
-        except BrokenPipeError:
-            self._on_broken_pipe()
-        except (OSError, ValueError) as exc:  # ValueError: write to a closed file
-            self.errors += 1
-            log.error("event sink %s: write failed: %s", self._thread.name, exc)
-
-    def _on_broken_pipe(self) -> None:
-        self.broken_pipe = True
-        log.info("event sink %s: reader closed the pipe; no more events are written there",
-                 self._thread.name)
-        # As the Python docs advise for SIGPIPE: point the fd at devnull so the interpreter's final
-        # flush of the still-buffered text does not raise a second BrokenPipeError at exit.
-        try:
-            fd = self._stream.fileno()
-        except (OSError, ValueError, io.UnsupportedOperation):
-            return
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
-
-
-class StdoutSink:
-    """One compact JSON line per event on ``stream`` (default: stdout), from a background thread."""
-
-    def __init__(self, stream: IO[str] | None = None, max_queue: int = 4096) -> None:
-        self._writer = _LineWriter(stream if stream is not None else sys.stdout, "stdout",
-                                   max_queue, close_stream=False)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self._writer.publish(event)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    @property
-    def broken_pipe(self) -> bool:
-        return self._writer.broken_pipe
-
-    def stats(self) -> dict[str, Any]:
-        return self._writer.stats()
-
-
-class JsonlFileSink:
-    """Appends one JSON line per event to ``path`` (created if absent; its folder must exist)."""
-
-    def __init__(self, path: str | Path, max_queue: int = 4096) -> None:
-        self.path = Path(path)
-        try:
-            stream = self.path.open("a", encoding="utf-8")
-        except OSError as exc:
-            raise SinkError(f"cannot open events file {self.path} for appending: {exc.strerror}; "
-                            "check that its folder exists and is writable") from None
-        self._writer = _LineWriter(stream, f"jsonl:{self.path.name}", max_queue, close_stream=True)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self._writer.publish(event)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def stats(self) -> dict[str, Any]:
-        return self._writer.stats()
-
-
-SPEC_FORMS = "stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH"
-
-
-def _parse_tcp(spec: str) -> tuple[str, int]:
-    parts = urlsplit(spec)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
-        raise SinkError(f"bad event sink {spec!r}: expected tcp://HOST:PORT; valid forms: {SPEC_FORMS}")
-    return parts.hostname, port
-
-
-def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
-    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH"), all validated first."""
-    parsed: list[tuple[str, Any]] = []
-    for spec in specs:
-        if spec == "stdout":
-            parsed.append(("stdout", None))
-        elif spec.startswith("tcp://"):
-            parsed.append(("tcp", _parse_tcp(spec)))
-        elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
-            parsed.append(("jsonl", spec[len("jsonl:"):]))
-        else:
-            raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
-    sinks: list[Sink] = []
-    try:
-        for kind, arg in parsed:
-            if kind == "stdout":
-                sinks.append(StdoutSink(max_queue=max(cfg.client_buffer, 1024)))
-            elif kind == "tcp":
-                sinks.append(TcpSink(arg[0], arg[1], cfg))
-            else:
-                sinks.append(JsonlFileSink(arg))
-    except Exception:
-        for sink in sinks:
-            sink.close()
-        raise
-    return sinks
+        """Counters: at least ``published``; ``dropped`` and ``clients_cut`` where they apply."""
 
 
 class MemorySink:
@@ -247,46 +43,5 @@ class MemorySink:
     def close(self) -> None:
         """Nothing to flush."""
 
-
-class SinkSet:
-    """Fans each event out to several sinks; one failing sink never stops the others."""
-
-    def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = tuple(sinks)
-        # TCP sinks first: waking their server thread is a system call that releases the GIL, and
-        # line writers woken just before would grab it then, stalling this publish for their whole
-        # batch (measured: p99 178 -> 55 us in benchmarks/bench_sinks.py).
-        self._order = sorted(self.sinks, key=lambda s: not isinstance(s, TcpSink))
-        self.published = 0
-        self.errors = 0
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.published += 1
-        for sink in self._order:
-            try:
-                sink.publish(event)
-            except Exception:  # a sink bug must not take the pipeline down
-                self.errors += 1
-                if self.errors == 1:
-                    log.exception("event sink %s failed to publish", type(sink).__name__)
-
-    def close(self) -> None:
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception:
-                log.exception("event sink %s failed to close", type(sink).__name__)
-
     def stats(self) -> dict[str, Any]:
-        """{"published", "errors", "dropped", "clients_cut", "sinks": [per-sink stats]}."""
-        per = []
-        for sink in self.sinks:
-            stats_fn = getattr(sink, "stats", None)
-            per.append({"sink": type(sink).__name__, **(stats_fn() if stats_fn else {})})
-        return {
-            "published": self.published,
-            "errors": self.errors,
-            "dropped": sum(int(s.get("dropped", 0)) for s in per),
-            "clients_cut": sum(int(s.get("clients_cut", 0)) for s in per),
-            "sinks": per,
-        }
+        return {"published": len(self._events)}

@@ -28,15 +28,12 @@ from typing import Any
 
 from stream.config import EventsConfig
 from stream.events import encode, gap_marker
+from stream.sinks.base import SinkError
 
 log = logging.getLogger(__name__)
 
 _HELLO_MAX_BYTES = 4096
 _SEND_CHUNK = 1 << 16
-
-
-class SinkError(ValueError):
-    """A sink spec is malformed, or a sink cannot start (bad path, refused bind)."""
 
 
 def is_loopback(host: str) -> bool:
