@@ -5,9 +5,13 @@ field value (``SCHEMA_ID``) changes whenever a field changes meaning. ``EventFac
 place events are built, so every event carries the same envelope: ``seq`` gap-free per run starting at
 1, a stable ``event_id``, capture time and the frame's age at emission.
 
-``event_id`` is a UUID5 over (run_id, type, track_id, n) where n counts events of that type for that
-track (or of that type, for non-item events) in this factory. Re-running the same input with the same
-run_id therefore reproduces the same ids, so a consumer can de-duplicate a replay.
+``event_id`` is a UUID5 over (run_id, lane, type, track_id, n) where n counts events of that type for
+that track (or of that type, for events without a track) in this factory; the lane enters the id only
+when it is not ``default``, so single-lane ids are those of earlier versions. Re-running the same input
+with the same run_id therefore reproduces the same ids, so a consumer can de-duplicate a replay.
+
+Every event names its ``lane`` (``default`` unless configured), so many lanes can share one consumer.
+Basket events (``basket.*``, built by ``stream.baskets``) add ``basket_id``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ EVENT_TYPES: dict[str, str] = {
     "source.offline": "status",
     "source.online": "status",
     "run.summary": "summary",
+    "basket.opened": "basket",
+    "basket.item_added": "basket",
+    "basket.item_removed": "basket",
+    "basket.item_relabelled": "basket",
+    "basket.needs_assist": "basket",
+    "basket.closed": "basket",
 }
+
+DEFAULT_LANE = "default"
 
 # Emitted by sinks (not the factory) when a resuming consumer asked for events no longer held.
 GAP_TYPE = "stream.gap"
@@ -80,11 +92,16 @@ class EventFactory:
         source: str,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        lane: str = DEFAULT_LANE,
     ) -> None:
         if not run_id:
             raise ValueError("EventFactory: run_id must be a non-empty string")
+        if not lane or "/" in lane or "+" in lane or "#" in lane:
+            raise ValueError(f"EventFactory: lane must be a non-empty name without '/', '+' or '#', found {lane!r}")
         self.run_id = run_id
         self.source = source
+        self.lane = lane
+        self._id_prefix = run_id if lane == DEFAULT_LANE else f"{run_id}/{lane}"
         self._clock = clock
         self._wallclock = wallclock
         self._seq = 0
@@ -106,8 +123,9 @@ class EventFactory:
             "schema": SCHEMA_ID,
             "type": type_,
             "seq": self._seq,
-            "event_id": str(uuid.uuid5(_NAMESPACE, f"{self.run_id}/{type_}/{tid}/{n}")),
+            "event_id": str(uuid.uuid5(_NAMESPACE, f"{self._id_prefix}/{type_}/{tid}/{n}")),
             "run_id": self.run_id,
+            "lane": self.lane,
             "source": self.source,
             "track_id": track_id,
             "frame_index": frame_index,
@@ -148,6 +166,22 @@ class EventFactory:
         _check_type(type, "status")
         event = self._envelope(type, None, None if frame_index is None else int(frame_index), None, None)
         event["detail"] = dict(detail)
+        return event
+
+    def basket(self, type: str, basket_id: str, fields: dict[str, Any], *, track_id: int | None = None,
+               frame_index: int | None = None, capture_utc: str | None = None,
+               age_ms: float | None = None) -> dict[str, Any]:
+        """A ``basket.*`` event of basket ``basket_id``; ``fields`` are the type's own (copied).
+
+        The frame fields are those of the item event that caused it (null for a close on idle or by
+        the API); ``track_id`` is the item's for item-level basket events, else null.
+        """
+        _check_type(type, "basket")
+        tid = None if track_id is None else int(track_id)
+        fi = None if frame_index is None else int(frame_index)
+        event = self._envelope(type, tid, fi, capture_utc, age_ms)
+        event["basket_id"] = str(basket_id)
+        event.update(fields)
         return event
 
     def summary(self, summary: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,19 @@ def test_schema_file_is_valid_draft_2020_12() -> None:
     assert set(EVENT_TYPES) | {"stream.gap"} == set(schema["properties"]["type"]["enum"])
 
 
+BASKET_FIELDS: dict[str, dict] = {
+    "basket.opened": {"mode": "tray"},
+    "basket.item_added": {"product": "cola-033", "unknown": False, "score": 0.9, "margin": 0.2, "zone": None},
+    "basket.item_removed": {"product": "cola-033"},
+    "basket.item_relabelled": {"product": "fanta", "previous": "cola-033", "unknown": False, "score": 0.8,
+                               "margin": 0.1},
+    "basket.needs_assist": {"reason": "low_margin", "detail": {"margin": 0.01}},
+    "basket.closed": {"reason": "end_of_stream", "receipt": {
+        "items": [{"product": "fanta", "quantity": 1, "track_ids": [3], "scores": [0.8]}],
+        "unknown_items": 0, "unknown_track_ids": []}},
+}
+
+
 def build_all(f: EventFactory) -> list[dict]:
     events = []
     for type_, kind in EVENT_TYPES.items():
@@ -58,6 +71,9 @@ def build_all(f: EventFactory) -> list[dict]:
         elif kind == "status":
             events.append(f.status(type_, {"error": "timeout", "attempt": 2}))
             events.append(f.status(type_, {}, frame_index=12))
+        elif kind == "basket":
+            events.append(f.basket(type_, "run-1/default/1", BASKET_FIELDS[type_],
+                                   track_id=None if type_ in ("basket.opened", "basket.closed") else 3))
         else:
             events.append(f.summary({"frames_read": 10, "frames_processed": 9, "frames_dropped": 1,
                                      "stage_ms": {"segment": {"p50": 1.0, "p95": 2.0, "p99": 3.0}},
@@ -190,3 +206,24 @@ def test_utc_iso_table(t: float, text: str) -> None:
 def test_utc_iso_matches_datetime(ms: int) -> None:
     ref = dt.datetime.fromtimestamp(ms // 1000, dt.timezone.utc).replace(microsecond=(ms % 1000) * 1000)
     assert utc_iso(ms / 1000) == ref.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_every_event_names_its_lane_and_other_lanes_get_other_ids() -> None:
+    default = build_all(factory())
+    assert {e["lane"] for e in default} == {"default"}
+    lane2 = build_all(EventFactory("run-1", "cam0", clock=lambda: T0, wallclock=lambda: UTC0, lane="lane-2"))
+    assert {e["lane"] for e in lane2} == {"lane-2"}
+    for event in lane2:
+        validate(event)
+    assert not {e["event_id"] for e in default} & {e["event_id"] for e in lane2}
+
+
+@pytest.mark.parametrize("lane", ["", "a/b", "a+", "#"])
+def test_a_lane_name_that_cannot_be_a_topic_level_is_refused(lane: str) -> None:
+    with pytest.raises(ValueError, match="lane must be"):
+        EventFactory("run-1", "cam0", lane=lane)
+
+
+def test_basket_builder_refuses_other_types() -> None:
+    with pytest.raises(ValueError, match="this builder takes basket.opened"):
+        factory().basket("item.left", "b", {})
