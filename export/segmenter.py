@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +37,7 @@ from export.composites import (
     targets,
 )
 from export.onnx_utils import export_onnx, normalisation_meta, ort_session, quantize_int8
+from export.realism import RealisticMaker, load_assets
 from export.segnet import (
     CLASS_NAMES,
     DEFAULT_SIZE,
@@ -70,16 +72,24 @@ class TrainConfig:
     background_images: tuple[str, ...] = field(default_factory=tuple)
     val_images: int = 64
     freeze_bn: bool = False  # fine-tuning from an exported (BN-folded) model
+    realism: float = 0.0  # share of realistic composites (export/realism.py: real hands, photos)
+    data_root: str = ""  # ../shared/data: hands TRAIN split, clips, grocery-store train photos
 
 
 _WORKER_MAKER: CompositeMaker | None = None
 
 
-def _init_worker(iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str]) -> None:
+def _init_worker(iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str],
+                 realism: float = 0.0, data_root: str = "") -> None:
     global _WORKER_MAKER  # noqa: PLW0603 - one maker per worker process, built once
     cv2.setNumThreads(1)
-    _WORKER_MAKER = CompositeMaker(load_sprites([Path(p) for p in iconic]) + demo_sprites(), size,
-                                   backgrounds=_read_backgrounds(backgrounds))
+    sprites = load_sprites([Path(p) for p in iconic]) + demo_sprites()
+    if realism > 0 and data_root:
+        assets = load_assets(Path(data_root), products=[Path(p).stem for p in iconic])
+        _WORKER_MAKER = RealisticMaker(sprites, assets, size, share=realism,
+                                       backgrounds=_read_backgrounds(backgrounds))
+    else:
+        _WORKER_MAKER = CompositeMaker(sprites, size, backgrounds=_read_backgrounds(backgrounds))
 
 
 def _read_backgrounds(paths: Sequence[str]) -> list[np.ndarray]:
@@ -99,7 +109,7 @@ def _worker_batch(seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def batches(cfg: TrainConfig, iconic: Sequence[Path], start: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     """Endless training batches (seeds ``start``, ``start + 1``...) from a worker process, 2 ahead."""
-    init = ([str(p) for p in iconic], cfg.size, list(cfg.background_images))
+    init = ([str(p) for p in iconic], cfg.size, list(cfg.background_images), cfg.realism, cfg.data_root)
     if cfg.workers == 0:
         _init_worker(*init)
         step = start
@@ -381,12 +391,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip static int8 quantisation")
     p.add_argument("--ship", action="store_true", help="copy the result into stream/models with its card")
     p.add_argument("--version", default="1")
+    p.add_argument("--realism", type=float, default=0.6,
+                   help="share of realistic composites (real hand cutouts of the hands TRAIN split, photo "
+                        "backgrounds, photo-textured items, hard shadows, text); 0 = synthetic only")
+    p.add_argument("--data", default=str(default_iconic_dir().parents[1]),
+                   help="shared data root (real/hands, clips, grocery-store/train)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(minutes=args.minutes, iconic_dir=args.iconic)
+    if not 0.0 <= args.realism <= 1.0:
+        print(f"python -m export segmenter: error: --realism: expected a share in [0, 1], found {args.realism}",
+              file=sys.stderr)  # noqa: T201
+        return 2
+    common = {"iconic_dir": args.iconic, "realism": args.realism, "data_root": args.data,
+              "freeze_bn": args.init is not None}
+    cfg = TrainConfig(minutes=args.minutes, lr=args.lr, **common)
     if args.tiny:
-        cfg = TrainConfig(minutes=1.0, max_steps=2, batch=2, workers=0, val_images=4, iconic_dir=args.iconic)
+        cfg = TrainConfig(minutes=1.0, max_steps=2, batch=2, workers=0, val_images=4, **common)
     summary = build_segmenter(args.out, cfg, init=args.init, version=args.version,
                               quantize=not args.no_int8 and not args.tiny)
     (args.out / "segmenter.md").write_text(card(summary))
