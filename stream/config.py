@@ -97,17 +97,64 @@ class CatalogConfig(Section):
     blas_threshold: int = Field(ge=1, le=10**9)
 
 
+class MqttConfig(Section):
+    """The MQTT sink's broker session (``--events mqtt://HOST:PORT[/PREFIX]``)."""
+
+    username: str
+    password: str
+    tls: bool
+    ca_file: str
+    keepalive_s: int = Field(ge=5, le=3600)
+
+
+class WebhookConfig(Section):
+    """The webhook sink (``--events https://...``)."""
+
+    batch: int = Field(ge=1, le=10000)
+    timeout_s: float = Field(ge=0.1, le=120)
+
+
 class EventsConfig(Section):
     sinks: tuple[str, ...] = _list()
     client_buffer: int = Field(ge=1, le=1 << 20)
     replay_ring: int = Field(ge=0, le=1 << 22)
     token: str
+    spool: int = Field(ge=1, le=1 << 24)
+    retry_initial_s: float = Field(ge=0.01, le=60)
+    retry_max_s: float = Field(ge=0.01, le=600)
+    mqtt: MqttConfig
+    webhook: WebhookConfig
+
+
+class BasketConfig(Section):
+    """The basket layer over the item lifecycle (``stream.baskets``)."""
+
+    enabled: bool
+    mode: Literal["tray", "belt"]
+    idle_close_s: float = Field(ge=0.1, le=86400)
+    assist_unknown: bool
+    assist_min_margin: float = Field(ge=0.0, le=2.0)
+    assist_max_items: int = Field(ge=1, le=10000)
 
 
 class OverlayConfig(Section):
     mask_alpha: float = Field(ge=0.0, le=1.0)
     show_fps: bool
     window_name: str
+
+
+class HttpConfig(Section):
+    """The operations HTTP server (stream.outputs.http): health, metrics and the live view."""
+
+    bind: str
+    lane: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    live_fps: float = Field(ge=0.5, le=30)
+    jpeg_quality: int = Field(ge=10, le=100)
+    live_max_width: int = Field(ge=64, le=8192)
+    last_events: int = Field(ge=0, le=1000)
+    ready_frames_s: float = Field(ge=0.1, le=3600)
+    max_clients: int = Field(ge=1, le=256)
+    client_timeout_s: float = Field(ge=0.1, le=60)
 
 
 class RuntimeConfig(Section):
@@ -124,7 +171,9 @@ class Config(Section):
     classify: ClassifyConfig
     catalog: CatalogConfig
     events: EventsConfig
+    basket: BasketConfig
     overlay: OverlayConfig
+    http: HttpConfig
     runtime: RuntimeConfig
 
 
