@@ -29,13 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.config import EventsConfig  # noqa: E402
+from stream.config import load_config, replace  # noqa: E402
 from stream.events import EventFactory  # noqa: E402
 from stream.sinks import JsonlFileSink, SinkSet, StdoutSink, TcpSink  # noqa: E402
 from stream.types import Frame, Label  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sinks.json"
-CFG = EventsConfig(sinks=(), client_buffer=1024, replay_ring=10000, token="")
+CFG = replace(load_config().events, sinks=(), client_buffer=1024, replay_ring=10000, token="")
 
 
 def item_events(n: int) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stream.config import EventsConfig
+from stream.config import EventsConfig, load_config, replace
 from stream.events import EventFactory, validate
 from stream.sinks import JsonlFileSink, SinkError, SinkSet, StdoutSink, TcpSink, make_sinks
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cfg(client_buffer: int = 1024, replay_ring: int = 10000, token: str = "") -> EventsConfig:
-    return EventsConfig(sinks=(), client_buffer=client_buffer, replay_ring=replay_ring, token=token)
+    return replace(load_config().events, sinks=(), client_buffer=client_buffer, replay_ring=replay_ring, token=token)
 
 
 def make_events(n: int, pad: int = 0, run_id: str = "run-s") -> list[dict[str, Any]]:
