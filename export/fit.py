@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,7 @@ from stream.stages.onnx_model import resolve_model
 
 log = logging.getLogger(__name__)
 
+REALISM = 0.5  # share of fitting composites with real hands, hard shadows and text
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif")
 
 
@@ -56,22 +58,30 @@ def background_frames(source: Path, n: int = 8) -> list[np.ndarray]:
     return frames
 
 
-def fit(background: Path, catalog: Path, out: Path, *, minutes: float = 10.0,
-        annotated: Path | None = None, init: str = "builtin:segmenter", progress: bool = True) -> dict:
-    """Fine-tune ``init`` on composites of ``catalog`` photos over ``background``; write ``out``."""
+def fit(background: Path | Sequence[np.ndarray], catalog: Path, out: Path, *, minutes: float = 10.0,
+        annotated: Path | None = None, init: str = "builtin:segmenter", progress: bool = True,
+        realism: float = REALISM, data_root: Path | None = None, quantize: bool = True) -> dict:
+    """Fine-tune ``init`` on composites of ``catalog`` photos over ``background`` (a video, image or
+    folder, or the frames themselves); write ``out``. With ``realism`` > 0 and the shared data at
+    ``data_root``, that share of composites also carries real hand cutouts (hands TRAIN split),
+    hard shadows and text over this station's frames (export/realism.py)."""
     if not image_files(catalog):
         raise FileNotFoundError(f"no catalog photos (*.jpg, *.png) under {catalog}")
     init_path = resolve_model(init)
     work = Path(tempfile.mkdtemp(prefix="segfit-"))
     try:
         bg_paths = []
-        for i, frame in enumerate(background_frames(background)):
+        frames = background_frames(background) if isinstance(background, Path) else list(background)
+        for i, frame in enumerate(frames):
             p = work / f"bg{i:02d}.png"
             cv2.imwrite(str(p), frame)
             bg_paths.append(str(p))
+        root = data_root if data_root is not None else default_iconic_dir().parents[1]
         cfg = TrainConfig(minutes=minutes, lr=5e-4, iconic_dir=str(catalog),
-                          background_images=tuple(bg_paths), freeze_bn=True, val_images=32)
-        summary = build_segmenter(work / "build", cfg, init=init_path, version="fit", progress=progress)
+                          background_images=tuple(bg_paths), freeze_bn=True, val_images=32,
+                          realism=realism if root.is_dir() else 0.0, data_root=str(root))
+        summary = build_segmenter(work / "build", cfg, init=init_path, version="fit", progress=progress,
+                                  quantize=quantize)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "build" / "segmenter.onnx", out)
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=2))
@@ -95,11 +105,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotated", type=Path, default=None, metavar="DIR",
                    help="annotated frames: DIR/images + DIR/masks (instance PNGs with the same stems)")
     p.add_argument("--init", default="builtin:segmenter", help="model to start from (builtin:NAME or .onnx)")
+    p.add_argument("--realism", type=float, default=REALISM,
+                   help="share of composites with real hand cutouts, hard shadows and text over these frames")
+    p.add_argument("--no-int8", action="store_true", help="skip the static int8 copy (faster)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = fit(args.background, args.catalog_photos, args.out, minutes=args.minutes,
-                  annotated=args.annotated, init=args.init)
+                  annotated=args.annotated, init=args.init, realism=args.realism, quantize=not args.no_int8)
     report = {"out": str(args.out), "steps": summary["steps"], "chosen": summary["chosen"],
               "validation": dict(summary["onnx"][summary["chosen"]])}
     if "annotated" in summary:

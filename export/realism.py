@@ -243,6 +243,8 @@ class RealisticMaker(CompositeMaker):
 
     def _real_background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self.size
+        if self.backgrounds and rng.random() < 0.8:  # noqa: PLR2004 - fitting to one station: its frames
+            return super()._background(rng)
         u = rng.random()
         if self.assets.photo_backgrounds and u < 0.35:  # noqa: PLR2004
             src = self.assets.photo_backgrounds[int(rng.integers(len(self.assets.photo_backgrounds)))]
