@@ -19,9 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import ConfigError, HttpConfig, load_config, replace
 from stream.events import EventFactory
-from stream.outputs.http import HttpServer, LaneState, parse_bind
+from stream.outputs.http import HttpServer, parse_bind
+from stream.outputs.lane import LaneHttp, LaneState, lane_identity
 from stream.outputs.live import LiveView
 from stream.outputs.metrics import METRICS, PREFIX
+from stream.runtime import RunStats
 from stream.sinks import MemorySink, SinkSet
 from stream.types import Detections, FrameResult, Label, StageTimes, TrackView
 from tests.fakes import frame
@@ -322,3 +324,37 @@ def test_two_lanes_keep_their_own_registries_and_leave_the_global_one_alone():
 def test_lane_label_is_validated_by_the_config():
     with pytest.raises(ConfigError, match=r"http\.lane"):
         load_config(overrides={"http.lane": "two words"})
+
+
+def test_lane_http_is_up_before_the_lane_is_built_and_reads_the_runtime_once_attached():
+    ln = LaneHttp(http_cfg(bind="127.0.0.1:0")).start()
+    try:
+        assert get(ln.url + "/healthz")[0] == 200
+        code, _, body = get(ln.url + "/readyz")
+        assert code == 503 and "models are still loading" in json.loads(body)["reasons"]
+
+        class Runtime:
+            stats = RunStats(frames_read=5, frames_processed=4, frames_dropped=1)
+
+        class Stage:
+            identity = {"name": "seg", "version": "2", "sha256": "cd" * 32}
+
+        ln.attach(Runtime(), SinkSet([MemorySink()]), lane_identity(segmenter=Stage()))
+        ln.view.write(image(0), result(0))
+        code, _, body = get(ln.url + "/readyz")
+        assert code == 200, body
+        fams = _families(get(ln.url + "/metrics")[2].decode())
+        assert fams[PREFIX + "frames_processed"].samples[0].value == 4
+        info = fams[PREFIX + "model_info"].samples[0]
+        assert info.labels["model"] == "segmenter" and info.labels["name"] == "seg"
+        ln.view.close()  # the runtime closes its outputs when the run ends
+        code, _, body = get(ln.url + "/readyz")
+        assert code == 503 and json.loads(body)["reasons"] == ["the run has ended"]
+        assert fams[PREFIX + "up"].samples[0].value == 1
+        assert _families(get(ln.url + "/metrics")[2].decode())[PREFIX + "up"].samples[0].value == 0
+    finally:
+        ln.close()
+
+
+def test_lane_identity_leaves_out_what_is_absent():
+    assert lane_identity() == {"models": {}}

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import load_config
 from stream.events import EventFactory
-from stream.outputs.http import HttpServer, LaneState
+from stream.outputs.http import HttpServer
+from stream.outputs.lane import LaneState
 from stream.outputs.live import LiveView
 from stream.types import Detections, FrameResult, Label, TrackView
 from tests.browser import BROWSER_MISSING, Browser

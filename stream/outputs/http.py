@@ -27,7 +27,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
@@ -36,9 +35,8 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from stream.config import ConfigError, HttpConfig
-from stream.outputs.live import LiveView, Picture
-from stream.outputs.metrics import LaneMetrics
+from stream.config import ConfigError
+from stream.outputs.live import Picture
 from stream.sinks.tcp import is_loopback
 
 log = logging.getLogger(__name__)
@@ -78,79 +76,6 @@ class StateProvider(Protocol):
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
     def state(self) -> dict[str, Any]: ...
     def picture(self) -> Picture | None: ...
-
-
-class LaneState:
-    """The ``StateProvider`` of one lane: a ``LiveView`` and its ``LaneMetrics``, plus the readiness
-    rule: models loaded, the source online (a file with no status counts while frames flow) and a
-    frame processed within ``cfg.ready_frames_s``."""
-
-    def __init__(
-        self,
-        cfg: HttpConfig,
-        view: LiveView,
-        counters: Callable[[], Mapping[str, Any]],
-        *,
-        sinks: Callable[[], Mapping[str, Any]] | None = None,
-        models_loaded: Callable[[], bool] = lambda: True,
-        running: Callable[[], bool] = lambda: True,
-        identity: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.view = view
-        self._counters = counters
-        self._models_loaded = models_loaded
-        self._running = running
-        self.metrics = LaneMetrics(
-            cfg.lane, view, counters, sinks=sinks, ready=lambda: self.readiness()[0], running=running, identity=identity
-        )
-        self.registry = self.metrics.registry
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        since = self.view.seconds_since_frame()
-        online = self.view.source()["online"]
-        checks = {
-            "models_loaded": bool(self._models_loaded()),
-            "source_online": bool(online) if online is not None else since is not None,
-            "frames_flowing": since is not None and since <= self.cfg.ready_frames_s,
-            "running": bool(self._running()),
-        }
-        reasons = []
-        if not checks["models_loaded"]:
-            reasons.append("models are still loading")
-        if not checks["source_online"]:
-            reasons.append("the source is offline (reconnecting)" if online is False else "no frame read yet")
-        if not checks["frames_flowing"] and since is not None:
-            reasons.append(f"no frame processed for {since:.1f} s (limit {self.cfg.ready_frames_s:g} s)")
-        if not checks["running"]:
-            reasons.append("the run has ended")
-        ready = all(checks.values())
-        body = {
-            "ready": ready,
-            "lane": self.cfg.lane,
-            "checks": checks,
-            "reasons": reasons,
-            "last_frame_s": None if since is None else round(since, 3),
-        }
-        return ready, body
-
-    def state(self) -> dict[str, Any]:
-        counters = self._counters()
-        return {
-            "lane": self.cfg.lane,
-            "ready": self.readiness()[0],
-            "live_fps": self.cfg.live_fps,
-            "frame": self.view.frame_info(),
-            "items": self.view.items(),
-            "events": self.view.last_events(),
-            "source": self.view.source(),
-            "counters": {
-                k: counters[k] for k in ("frames_read", "frames_processed", "frames_dropped") if k in counters
-            },
-        }
-
-    def picture(self) -> Picture | None:
-        return self.view.jpeg()
 
 
 class _Server(ThreadingHTTPServer):
