@@ -268,6 +268,8 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_lane(lane):
     lane.sinks.publish(events.item("item.entered", frame(0), 7, (0, 0, 5, 5), None))
     lane.sinks.publish(events.item("item.entered", frame(1), 8, (0, 0, 5, 5), None))
     lane.sinks.publish(events.status("source.online", {"width": 1, "height": 1, "reconnects": 3}))
+    for kind in ("basket.opened", "basket.item_added", "basket.item_added", "basket.item_removed"):
+        lane.sinks.publish(events.basket(kind, "b1", {}))
     lane.state.metrics.observe_frame({"segment": 4.0, "boxes": 1.5, "nonsense": 1.0}, age_ms=42.0)
     lane.state.metrics.observe_frame({"segment": 6.0, "boxes": 0.5}, age_ms=140.0)
     code, headers, body = get(lane.url + "/metrics")
@@ -297,11 +299,12 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_lane(lane):
     assert value("frame_age_seconds", "frame_age_seconds_bucket", le="0.05") == 1
     assert value("stage_seconds", "stage_seconds_sum", stage="segment") == pytest.approx(0.010)
     assert value("stage_seconds", "stage_seconds_count", stage="classify") == 0
-    assert value("sink_published", "sink_published_total", sink="MemorySink") == 3
+    assert value("sink_published", "sink_published_total", sink="MemorySink") == 7
     assert value("model_info", model="segmenter") == 1
     info = next(s for s in fams[PREFIX + "model_info"].samples if s.labels.get("model") == "segmenter")
     assert info.labels["sha256"] == "ab" * 32 and info.labels["provider"] == "cpu"
-    assert value("ready") == 1 and value("up") == 1
+    assert value("ready") == 1 and value("up") == 1 and value("basket_items") == 1
+    assert value("events", "events_total", type="basket.item_added") == 2
     assert all(s.labels.get("sink") != "LiveView" for s in fams[PREFIX + "sink_published"].samples)
 
 

@@ -101,6 +101,7 @@ class LaneState:
             "items": self.view.items(),
             "events": self.view.last_events(),
             "source": self.view.source(),
+            "basket_items": self.view.basket_items(),
             "counters": {
                 k: counters[k] for k in ("frames_read", "frames_processed", "frames_dropped") if k in counters
             },

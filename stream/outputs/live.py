@@ -24,6 +24,8 @@ import numpy as np
 from stream.config import HttpConfig
 from stream.types import FrameResult
 
+_BASKET_DELTA = {"basket.item_added": 1, "basket.item_removed": -1}
+
 
 @dataclass(frozen=True)
 class Picture:
@@ -47,6 +49,7 @@ class LiveView:
         self._by_type: Counter[str] = Counter()
         self._source_online: bool | None = None  # None: the source reports no status (a file)
         self._reconnects = 0
+        self._basket_items = 0  # items on the open basket's receipt (0 when none is open)
         self.published = 0
         self._encode_lock = threading.Lock()  # one encoder at a time; the others reuse its result
         self._picture: Picture | None = None
@@ -76,6 +79,10 @@ class LiveView:
                 self._reconnects = int(detail.get("reconnects", self._reconnects))
             elif kind == "source.offline":
                 self._source_online = False
+            elif kind in _BASKET_DELTA:
+                self._basket_items = max(0, self._basket_items + _BASKET_DELTA[kind])
+            elif kind in ("basket.opened", "basket.closed"):
+                self._basket_items = 0
 
     def stats(self) -> dict[str, Any]:
         return {"published": self.published, "frames": self.frames_written, "encoded": self.encoded}
@@ -94,6 +101,11 @@ class LiveView:
         """{"online": True/False/None (None: no status reported), "reconnects": n}."""
         with self._lock:
             return {"online": self._source_online, "reconnects": self._reconnects}
+
+    def basket_items(self) -> int:
+        """Items on the open basket's receipt (``basket.item_added`` minus ``item_removed``)."""
+        with self._lock:
+            return self._basket_items
 
     def events_by_type(self) -> dict[str, int]:
         with self._lock:

@@ -7,7 +7,7 @@ must see every frame, so the runtime calls ``observe_frame`` once per processed 
 microseconds (one lock and a bucket search per histogram, children bound at construction).
 
 Every name starts with ``checkout_stream_``; every series carries ``lane``. ``METRICS`` lists them
-all with their meaning (the README's table is generated from it).
+all with their meaning; a test keeps the README's table in step with it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "sink_clients": ("gauge", ("sink",), "clients connected to a server sink (TCP)"),
     "sink_clients_cut": ("counter", ("sink",), "clients disconnected for falling behind"),
     "sink_clients_rejected": ("counter", ("sink",), "clients refused (bad or missing token, bad hello)"),
+    "basket_items": ("gauge", (), "items on the open basket's receipt (0 when no basket is open)"),
     "live_frames_encoded": ("counter", (), "JPEGs encoded for the live view (on demand, capped at http.live_fps)"),
     "model_info": ("info", ("model",), "identity of each loaded model: name, version, sha256, provider"),
     "catalog_info": ("info", (), "identity of the catalog: products, vectors, index, embedder"),
@@ -152,6 +153,7 @@ class LaneMetrics(Collector):
             ("frames_dropped", c.get("frames_dropped", 0)),
             ("source_online", online),
             ("source_reconnects", source["reconnects"]),
+            ("basket_items", self.view.basket_items()),
             ("live_frames_encoded", self.view.encoded),
         ):
             fam = _family(name)
