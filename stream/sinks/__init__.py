@@ -1,5 +1,6 @@
-"""Where events go: stdout, a JSON Lines file, a TCP socket. ``make_sinks`` builds them from specs;
-``SinkSet`` fans each event out to all of them. Sinks never block the loop (``stream.sinks.base``)."""
+"""Where events go: stdout, a JSON Lines file, a TCP socket, an MQTT broker, a webhook. ``make_sinks``
+builds them from specs; ``SinkSet`` fans each event out to all of them. Sinks never block the loop
+(``stream.sinks.base``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from urllib.parse import urlsplit
 from stream.config import EventsConfig
 from stream.sinks.base import MemorySink, Sink, SinkError
 from stream.sinks.lines import JsonlFileSink, StdoutSink
+from stream.sinks.mqtt import MqttSink, parse_mqtt
 from stream.sinks.tcp import TcpSink
 
-__all__ = ["JsonlFileSink", "MemorySink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "make_sinks"]
+__all__ = [
+    "JsonlFileSink", "MemorySink", "MqttSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "make_sinks",
+]
 
 log = logging.getLogger(__name__)
 
-SPEC_FORMS = "stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH"
+SPEC_FORMS = ("stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH, "
+              "mqtt://HOST[:PORT][/PREFIX] (mqtts:// for TLS)")
 
 
 def _parse_tcp(spec: str) -> tuple[str, int]:
@@ -32,13 +37,16 @@ def _parse_tcp(spec: str) -> tuple[str, int]:
 
 
 def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
-    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH"), all validated first."""
+    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH", "mqtt://HOST[:PORT][/PREFIX]"),
+    all validated first."""
     parsed: list[tuple[str, Any]] = []
     for spec in specs:
         if spec == "stdout":
             parsed.append(("stdout", None))
         elif spec.startswith("tcp://"):
             parsed.append(("tcp", _parse_tcp(spec)))
+        elif spec.startswith(("mqtt://", "mqtts://")):
+            parsed.append(("mqtt", parse_mqtt(spec)))
         elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
             parsed.append(("jsonl", spec[len("jsonl:"):]))
         else:
@@ -50,6 +58,9 @@ def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
                 sinks.append(StdoutSink(max_queue=max(cfg.client_buffer, 1024)))
             elif kind == "tcp":
                 sinks.append(TcpSink(arg[0], arg[1], cfg))
+            elif kind == "mqtt":
+                host, port, prefix, tls = arg
+                sinks.append(MqttSink(host, port, cfg, prefix, tls=tls))
             else:
                 sinks.append(JsonlFileSink(arg))
     except Exception:
