@@ -112,6 +112,7 @@ class WebhookConfig(Section):
 
     batch: int = Field(ge=1, le=10000)
     timeout_s: float = Field(ge=0.1, le=120)
+    token: str
 
 
 class EventsConfig(Section):

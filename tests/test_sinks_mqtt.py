@@ -135,7 +135,8 @@ def test_broker_stopped_mid_run_loses_nothing_and_publish_never_blocks(broker: B
     sink.close()
     st = sink.stats()
     assert st["connects"] >= 2 and st["dropped"] == 0 and st["undelivered"] == 0 and st["delivered"] == 600
-    assert worst < 0.005, f"publish took {worst * 1000:.1f} ms"
+    # Not waiting on the network (a hang is 1 s); the bound leaves room for a GIL switch (5 ms).
+    assert worst < 0.05, f"publish took {worst * 1000:.1f} ms"
     got = [e["seq"] for e in sub.events()]
     first = {s: got.index(s) for s in dict.fromkeys(got)}
     assert sorted(first, key=first.get) == sorted(first)  # first deliveries in publish order

@@ -5,7 +5,7 @@ builds them from specs; ``SinkSet`` fans each event out to all of them. Sinks ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,15 +14,17 @@ from stream.sinks.base import MemorySink, Sink, SinkError
 from stream.sinks.lines import JsonlFileSink, StdoutSink
 from stream.sinks.mqtt import MqttSink, parse_mqtt
 from stream.sinks.tcp import TcpSink
+from stream.sinks.webhook import WebhookSink, parse_webhook
 
 __all__ = [
-    "JsonlFileSink", "MemorySink", "MqttSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "make_sinks",
+    "JsonlFileSink", "MemorySink", "MqttSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "WebhookSink",
+    "make_sinks",
 ]
 
 log = logging.getLogger(__name__)
 
 SPEC_FORMS = ("stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH, "
-              "mqtt://HOST[:PORT][/PREFIX] (mqtts:// for TLS)")
+              "mqtt://HOST[:PORT][/PREFIX] (mqtts:// for TLS), https://HOST/PATH (webhook; http:// too)")
 
 
 def _parse_tcp(spec: str) -> tuple[str, int]:
@@ -36,33 +38,57 @@ def _parse_tcp(spec: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
+Builder = Callable[[], Sink]
+
+
+def _stdout(spec: str, cfg: EventsConfig) -> Builder:
+    if spec != "stdout":
+        raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
+    return lambda: StdoutSink(max_queue=max(cfg.client_buffer, 1024))
+
+
+def _tcp(spec: str, cfg: EventsConfig) -> Builder:
+    host, port = _parse_tcp(spec)
+    return lambda: TcpSink(host, port, cfg)
+
+
+def _jsonl(spec: str, cfg: EventsConfig) -> Builder:
+    path = spec[len("jsonl:"):]
+    if not path:
+        raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
+    return lambda: JsonlFileSink(path)
+
+
+def _mqtt(spec: str, cfg: EventsConfig) -> Builder:
+    host, port, prefix, tls = parse_mqtt(spec)
+    return lambda: MqttSink(host, port, cfg, prefix, tls=tls)
+
+
+def _webhook(spec: str, cfg: EventsConfig) -> Builder:
+    url = parse_webhook(spec)
+    return lambda: WebhookSink(url, cfg)
+
+
+# How a spec starts -> its parser, which validates it and returns the sink's builder.
+SINK_FORMS: tuple[tuple[str, Callable[[str, EventsConfig], Builder]], ...] = (
+    ("stdout", _stdout), ("tcp://", _tcp), ("jsonl:", _jsonl), ("mqtt://", _mqtt), ("mqtts://", _mqtt),
+    ("http://", _webhook), ("https://", _webhook),
+)
+
+
 def make_sinks(specs: Sequence[str], cfg: EventsConfig) -> list[Sink]:
-    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH", "mqtt://HOST[:PORT][/PREFIX]"),
-    all validated first."""
-    parsed: list[tuple[str, Any]] = []
+    """Build one sink per spec ("stdout", "tcp://HOST:PORT", "jsonl:PATH", "mqtt://HOST[:PORT][/PREFIX]",
+    "https://HOST/PATH"), all validated first."""
+    builders: list[Builder] = []
     for spec in specs:
-        if spec == "stdout":
-            parsed.append(("stdout", None))
-        elif spec.startswith("tcp://"):
-            parsed.append(("tcp", _parse_tcp(spec)))
-        elif spec.startswith(("mqtt://", "mqtts://")):
-            parsed.append(("mqtt", parse_mqtt(spec)))
-        elif spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
-            parsed.append(("jsonl", spec[len("jsonl:"):]))
-        else:
+        parse = next((fn for start, fn in SINK_FORMS if spec.startswith(start)), None)
+        if parse is None:
             raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
+        builders.append(parse(spec, cfg))
     sinks: list[Sink] = []
     try:
-        for kind, arg in parsed:
-            if kind == "stdout":
-                sinks.append(StdoutSink(max_queue=max(cfg.client_buffer, 1024)))
-            elif kind == "tcp":
-                sinks.append(TcpSink(arg[0], arg[1], cfg))
-            elif kind == "mqtt":
-                host, port, prefix, tls = arg
-                sinks.append(MqttSink(host, port, cfg, prefix, tls=tls))
-            else:
-                sinks.append(JsonlFileSink(arg))
+        for build in builders:
+            sinks.append(build())
     except Exception:
         for sink in sinks:
             sink.close()

@@ -75,7 +75,7 @@ class MqttSink:
         self.batch = batch
         self.ack_timeout_s = ack_timeout_s
         self.close_timeout_s = close_timeout_s
-        self._spool = Spool(cfg.spool)
+        self._spool = Spool(cfg.spool, "mqtt")
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._closing = False
@@ -183,26 +183,22 @@ class MqttSink:
 
     # -- the sender thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        gaps: list[dict[str, Any]] = []
         while not self._stop.is_set():
             if not self._connected.wait(0.05):
                 continue
-            gaps += self._spool.take_gaps("mqtt")
             batch = self._spool.peek(self.batch, 0.05)
-            if not batch and not gaps:
+            if not batch:
                 continue
-            events = gaps + [event for _, event in batch]
             try:
-                ok = self._send(events)
+                ok = self._send([event for _, event in batch])
             except Exception:  # a bug here must not kill delivery for the rest of the run
                 log.exception("MQTT sink: sending a batch failed")
                 ok = False
             if ok:
-                self.gaps += len(gaps)
-                gaps = []
-                if batch:
-                    self._spool.ack(batch[-1][0])
-                self.delivered += len(batch)
+                self._spool.ack(batch[-1][0])
+                gaps = sum(ticket < 0 for ticket, _ in batch)
+                self.gaps += gaps
+                self.delivered += len(batch) - gaps
             else:
                 self.resent += len(batch)
                 self._stop.wait(0.05)
