@@ -36,8 +36,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.app import build_runtime  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.runtime import build_runtime  # noqa: E402
 from stream.sinks import MemorySink  # noqa: E402
 from stream.sources.demo import demo_photos  # noqa: E402
 from stream.sources.file import open_source  # noqa: E402

@@ -24,8 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.app import build_runtime  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.runtime import build_runtime  # noqa: E402
 from stream.sinks import MemorySink  # noqa: E402
 from stream.sources.demo import SceneSource, demo_photos  # noqa: E402
 from stream.stages.catalog import Catalog  # noqa: E402

@@ -56,58 +56,12 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     return load_config(getattr(args, "config", None), overrides)
 
 
-def _recognition(cfg: Config, catalog_dir: Path | None, photos: dict | None = None) -> tuple[Any, Any]:
-    """(embedder, catalog) or (None, None) when there is no catalog to recognise against."""
-    from stream.stages.catalog import Catalog
-    from stream.stages.embed import Embedder
-
-    if catalog_dir is None and photos is None:
-        log.warning("no --catalog given: items are tracked and reported as unrecognised")
-        return None, None
-    embedder = Embedder(cfg.classify.model)
-    if photos is not None:
-        return embedder, Catalog.from_images(photos, embedder, cfg.catalog)
-    assert catalog_dir is not None  # one of the two, checked above
-    return embedder, Catalog.load(catalog_dir, embedder, cfg.catalog)
-
-
-def _outputs(args: argparse.Namespace, cfg: Config, fps: float, default_record: Path | None) -> list:
-    from stream.outputs.display import Recorder, Window, display_available
-    from stream.outputs.overlay import Overlay
-
-    overlay = Overlay(cfg.overlay)
-    outputs: list = []
-    show = not args.no_display and display_available()
-    if not args.no_display and not show:
-        log.info("no display available (headless OpenCV or no $DISPLAY): not opening a window")
-    if show:
-        outputs.append(Window(overlay, cfg.overlay.window_name))
-    record = args.record or (None if show else default_record)
-    if record is not None:
-        outputs.append(Recorder(overlay, Path(record), fps))
-        log.warning("recording the annotated video to %s", record)
-    return outputs
-
-
-def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: dict | None = None,
+def _run(args: argparse.Namespace, cfg: Config, open_source: Callable, photos: dict | None = None,
          default_record: Path | None = None) -> int:
-    from stream.runtime import build_runtime, open_frames_log, write_summary
-    from stream.sinks import SinkSet, make_sinks
+    from stream.app import RunOptions, run
+    from stream.runtime import write_summary
 
     stop = threading.Event()
-    embedder, catalog = _recognition(cfg, getattr(args, "catalog", None), photos)
-    sinks = SinkSet(make_sinks(cfg.events.sinks, cfg.events))
-    frames_log = open_frames_log(args.frames_log)
-    fps = [30.0]
-
-    def opener(on_status: Callable, stop_: threading.Event) -> Any:
-        source = make_source(cfg, on_status, stop_)
-        fps[0] = getattr(source, "fps", None) or 30.0
-        return source
-
-    rt = build_runtime(cfg, opener, sinks, embedder=embedder, catalog=catalog,
-                       frames_log=frames_log, stop=stop)
-    rt.outputs.extend(_outputs(args, cfg, fps[0], default_record))
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
@@ -115,13 +69,19 @@ def _run(args: argparse.Namespace, cfg: Config, make_source: Callable, photos: d
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    try:
-        summary = rt.run()
-    finally:
-        if frames_log is not None:
-            frames_log.close()
+    record = args.record or (None if not args.no_display and _display() else default_record)
+    options = RunOptions(catalog=getattr(args, "catalog", None), photos=photos,
+                         record=Path(record) if record else None, display=not args.no_display,
+                         frames_log=args.frames_log)
+    summary = run(cfg, open_source, options, stop)
     write_summary(summary, sys.stderr)
     return EXIT_OK
+
+
+def _display() -> bool:
+    from stream.outputs.display import display_available
+
+    return display_available()
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -132,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.catalog is not None and not Path(args.catalog).is_dir():
         raise CliError(f"catalog {args.catalog} is not a folder (build one: checkout-stream catalog build)")
-    return _run(args, cfg, lambda c, cb, stop: open_source(args.source, c.source, cb, stop))
+    return _run(args, cfg, lambda on_status, stop: open_source(args.source, cfg.source, on_status, stop))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -142,8 +102,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     scene = CheckoutScene(seed=args.seed, duration_s=args.duration)
     default_record = Path(args.record) if args.record else Path(tempfile.gettempdir()) / "checkout-stream-demo.mp4"
-    return _run(args, cfg, lambda c, cb, stop: SceneSource(scene, realtime=not args.fast, loop=args.loop,
-                                                          stop=stop),
+    return _run(args, cfg, lambda _on_status, stop: SceneSource(scene, realtime=not args.fast, loop=args.loop,
+                                                               stop=stop),
                 photos=demo_photos(), default_record=default_record)
 
 

@@ -1,38 +1,32 @@
-"""The composition root: threads, bounded hand-offs, statistics and orderly shutdown.
+"""The runtime: threads, bounded hand-offs, statistics and orderly shutdown of one lane.
 
-Threads: capture (source -> one-slot latest-frame buffer), detect (segment + boxes), update (track +
-classify + events, the only thread that touches per-frame state or creates events) and the caller's
-thread for output (overlay, window, recording, stats line). Hand-offs hold one item each, so a frame
-is never older than the work in flight. Live sources drop stale frames at capture (counted); files
-read offline apply back-pressure instead, so every frame is processed.
+Threads: capture (source -> one-slot hand-off), detect (segment + boxes), update (track + classify +
+events, the only thread that touches per-frame state or creates events) and the caller's thread for
+output (the overlay drawn once, then every FrameOutput; the stats line). Hand-offs hold one item each,
+so a frame is never older than the work in flight. Their policy is named: a realtime source (live, or
+a paced file) drops the oldest unread item (counted); an offline file waits, so every frame is
+processed and every processed frame is output. The runtime is built by ``stream.app``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import queue
 import sys
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import numpy as np
 
-from stream.config import Config
 from stream.events import EventFactory
 from stream.pipeline import Detected, Pipeline
-from stream.stages.boxes import BoxExtractor
-from stream.stages.classify import Classifier
-from stream.stages.protocols import CatalogLike, EmbedderLike, SegmenterLike
-from stream.stages.segment import Segmenter
-from stream.stages.track import Tracker
-from stream.types import Frame, FrameResult
+from stream.sources.base import Source, SourceStatus
+from stream.types import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +34,24 @@ STAGES = ("segment", "boxes", "track", "classify", "overlay")
 POLL_S = 0.05  # how often blocked threads look at the stop flag
 
 
-class SourceLike(Protocol):
-    name: str
-    is_live: bool
-
-    def read(self) -> Frame | None: ...
-    def close(self) -> None: ...
-
-
 class SinksLike(Protocol):
     def publish(self, event: dict) -> None: ...
     def close(self) -> None: ...
 
 
-class EventFactoryLike(Protocol):
-    def status(self, type: str, detail: dict, frame_index: int | None = None) -> dict: ...
-    def summary(self, summary: dict) -> dict: ...
+class DrawerLike(Protocol):
+    def draw(self, result: FrameResult, status: str = "") -> np.ndarray: ...
+
+
+class FrameOutput(Protocol):
+    """Consumes each output frame's annotated image on the output thread (window, recorder, live view).
+
+    ``image`` is the overlay drawn once for all outputs; never modify it. Return False when the user
+    asked to stop (a window's 'q').
+    """
+
+    def write(self, image: np.ndarray, result: FrameResult) -> bool: ...
+    def close(self) -> None: ...
 
 
 class Percentiles:
@@ -84,7 +80,9 @@ class Percentiles:
 class RunStats:
     frames_read: int = 0
     frames_processed: int = 0
-    frames_dropped: int = 0
+    frames_dropped: int = 0  # stale frames replaced at capture (realtime sources only)
+    frames_output: int = 0  # frames drawn and handed to the outputs
+    results_dropped: int = 0  # processed frames the outputs were too slow to take (realtime only)
     events: int = 0
     started: float = field(default_factory=time.monotonic)
     stages: dict[str, Percentiles] = field(default_factory=lambda: {s: Percentiles() for s in STAGES})
@@ -96,6 +94,8 @@ class RunStats:
             "frames_read": self.frames_read,
             "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped,
+            "frames_output": self.frames_output,
+            "results_dropped": self.results_dropped,
             "events": self.events,
             "wall_s": round(wall, 3),
             "fps": round(self.frames_processed / wall, 2),
@@ -104,33 +104,34 @@ class RunStats:
         }
 
 
-class FrameOutput(Protocol):
-    """Something that consumes processed frames on the output thread (window, recorder...)."""
+class Policy(enum.Enum):
+    """What a full hand-off does with a new item."""
 
-    def write(self, result: FrameResult, status: str) -> bool: ...  # False = user asked to stop
-    def close(self) -> None: ...
+    DROP_OLDEST = "drop-oldest"  # replace the unread item and count it (realtime sources)
+    WAIT = "wait"  # block the producer until the consumer takes it (offline files)
 
 
-class _Handoff:
-    """A one-item hand-off between two threads. ``drop`` replaces an unread item (counted);
-    otherwise ``put`` waits for the consumer (back-pressure), giving up when ``stop`` is set."""
+class Handoff:
+    """A one-item hand-off between two threads with a named ``Policy``; a blocked ``put`` gives up
+    when ``stop`` is set. The end-of-stream marker is never dropped."""
 
-    def __init__(self, stop: threading.Event, drop: bool) -> None:
+    def __init__(self, stop: threading.Event, policy: Policy) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=1)
         self._stop = stop
-        self._drop = drop
+        self.policy = policy
         self.dropped = 0
 
     def put(self, item: object) -> None:
+        drop = self.policy is Policy.DROP_OLDEST and item is not END
         while not self._stop.is_set():
             try:
-                if self._drop and item is not _END:
+                if drop:
                     self._q.put_nowait(item)
                 else:
                     self._q.put(item, timeout=POLL_S)
                 return
             except queue.Full:
-                if self._drop:
+                if drop:
                     try:
                         self._q.get_nowait()
                         self.dropped += 1
@@ -138,49 +139,70 @@ class _Handoff:
                         pass
 
     def get(self) -> object | None:
+        """The next item, or None when nothing arrived within ``POLL_S``."""
         try:
             return self._q.get(timeout=POLL_S)
         except queue.Empty:
             return None
 
 
-_END = object()
+END = object()  # the end-of-stream marker passed through every hand-off
+
+
+class StatusInbox:
+    """Source status updates, queued from the capture thread, turned into events on the update thread.
+
+    Created before the source (which reports into ``put``) and the runtime (which drains it)."""
+
+    def __init__(self, maxlen: int = 1000) -> None:
+        self._items: deque[SourceStatus] = deque(maxlen=maxlen)
+
+    def put(self, status: SourceStatus) -> None:
+        self._items.append(status)
+
+    def drain(self) -> list[SourceStatus]:
+        out = []
+        while self._items:
+            out.append(self._items.popleft())
+        return out
 
 
 class Runtime:
-    """Runs one source through one pipeline until the source ends or ``stop()`` is called."""
+    """Runs one source through one pipeline until the source ends or ``stop()`` is called.
 
-    def __init__(self, source: SourceLike, pipeline: Pipeline, events: EventFactoryLike,
-                 sinks: SinksLike, outputs: list[FrameOutput], *, threaded: bool = True,
-                 stats_interval_s: float = 5.0, shutdown_timeout_s: float = 1.0,
-                 frames_log: IO[str] | None = None, overlay: Callable[[FrameResult, str], Any] | None = None,
-                 stderr: IO[str] | None = None, stop: threading.Event | None = None,
-                 drop_stale: bool | None = None) -> None:
+    ``overlay`` draws each output frame once for every ``outputs`` entry (not called when there are
+    none). ``inbox`` receives the source's status updates (``StatusInbox.put`` is the source's
+    callback). ``run()`` closes the sinks and outputs when it returns.
+    """
+
+    def __init__(self, source: Source, pipeline: Pipeline, events: EventFactory, sinks: SinksLike,
+                 outputs: list[FrameOutput], *, overlay: DrawerLike | None = None,
+                 inbox: StatusInbox | None = None, threaded: bool = True, stats_interval_s: float = 5.0,
+                 shutdown_timeout_s: float = 1.0, frames_log: IO[str] | None = None,
+                 stderr: IO[str] | None = None, stop: threading.Event | None = None) -> None:
+        if outputs and overlay is None:
+            raise ValueError("Runtime: outputs need an overlay to draw their frames")
         self.source = source
         self.pipeline = pipeline
         self.events = events
         self.sinks = sinks
         self.outputs = outputs
+        self.overlay = overlay
+        self.inbox = inbox or StatusInbox()
         self.threaded = threaded
-        # Live or paced sources drop stale frames at capture; offline files wait for the pipeline.
-        self.drop_stale = bool(source.is_live) if drop_stale is None else drop_stale
+        self.policy = Policy.DROP_OLDEST if source.properties.realtime else Policy.WAIT
         self.stats_interval_s = stats_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.frames_log = frames_log
         self.stderr = stderr or sys.stderr
         self.stats = RunStats()
         self._stop = stop or threading.Event()
-        self._status: deque[tuple[str, dict]] = deque(maxlen=1000)
         self._fps_window: deque[float] = deque(maxlen=60)
         self._last_stats = time.monotonic()
 
-    # -- called from other threads -------------------------------------------------------------
     def stop(self) -> None:
+        """Ask the run to end (any thread); ``run()`` returns within about ``shutdown_timeout_s``."""
         self._stop.set()
-
-    def on_status(self, type: str, detail: dict) -> None:
-        """Source callback (capture thread): queued, turned into events on the update thread."""
-        self._status.append((type, detail))
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -209,14 +231,15 @@ class Runtime:
             if frame is None:
                 break
             self.stats.frames_read += 1
+            self._drain_status()
             result = self._update(self.pipeline.detect(frame))
             if not self._output(result):
                 break
 
     def _run_threaded(self) -> None:
-        frames = _Handoff(self._stop, drop=self.drop_stale)
-        detected = _Handoff(self._stop, drop=False)
-        results = _Handoff(self._stop, drop=True)  # the window shows the newest frame
+        frames = Handoff(self._stop, self.policy)
+        detected = Handoff(self._stop, Policy.WAIT)
+        results = Handoff(self._stop, self.policy)
         threads = [
             threading.Thread(target=self._capture_loop, args=(frames,), name="capture", daemon=True),
             threading.Thread(target=self._detect_loop, args=(frames, detected), name="detect", daemon=True),
@@ -227,14 +250,15 @@ class Runtime:
         try:
             while True:
                 item = results.get()
-                if item is _END:
+                if item is END:
                     break
                 if item is None:
                     self._maybe_stats()
                     if self._stop.is_set() and not threads[2].is_alive():
                         break
                     continue
-                if not self._output(item):  # type: ignore[arg-type]
+                assert isinstance(item, FrameResult)
+                if not self._output(item):
                     self._stop.set()
         finally:
             self._stop.set()
@@ -248,8 +272,9 @@ class Runtime:
             if busy:
                 log.warning("stages still busy at shutdown: %s", ", ".join(busy))
             self.stats.frames_dropped = frames.dropped
+            self.stats.results_dropped = results.dropped
 
-    def _capture_loop(self, frames: _Handoff) -> None:
+    def _capture_loop(self, frames: Handoff) -> None:
         try:
             while not self._stop.is_set():
                 frame = self.source.read()
@@ -260,42 +285,43 @@ class Runtime:
         except Exception:  # a failed source ends the run cleanly; the CLI reports it
             log.exception("capture failed")
         finally:
-            frames.put(_END)
+            frames.put(END)
             # Closing a stalled network stream can take most of a second (RTSP teardown to a silent
             # peer): done here, it never holds up shutdown, which waits for this thread at most
             # shutdown_timeout_s.
             self.source.close()
 
-    def _detect_loop(self, frames: _Handoff, detected: _Handoff) -> None:
+    def _detect_loop(self, frames: Handoff, detected: Handoff) -> None:
         try:
             while not self._stop.is_set():
                 item = frames.get()
                 if item is None:
                     continue
-                if item is _END:
+                if item is END:
                     break
                 detected.put(self.pipeline.detect(item))  # type: ignore[arg-type]
         except Exception:
             log.exception("detect stage failed")
             self._stop.set()
         finally:
-            detected.put(_END)
+            detected.put(END)
 
-    def _update_loop(self, detected: _Handoff, results: _Handoff) -> None:
+    def _update_loop(self, detected: Handoff, results: Handoff) -> None:
         try:
             while not self._stop.is_set():
                 item = detected.get()
                 self._drain_status()
                 if item is None:
                     continue
-                if item is _END:
+                if item is END:
                     break
-                results.put(self._update(item))  # type: ignore[arg-type]
+                assert isinstance(item, Detected)
+                results.put(self._update(item))
         except Exception:
             log.exception("update stage failed")
             self._stop.set()
         finally:
-            results.put(_END)
+            results.put(END)
 
     # -- per frame ------------------------------------------------------------------------------
     def _update(self, item: Detected) -> FrameResult:
@@ -318,11 +344,11 @@ class Runtime:
         self.stats.events += len(events)
 
     def _drain_status(self) -> None:
-        while self._status:
-            type_, detail = self._status.popleft()
-            self._emit([self.events.status(type_, detail)])
+        for status in self.inbox.drain():
+            self._emit([self.events.status(status.type, status.detail)])
 
     def _log_frame(self, result: FrameResult, age_ms: float) -> None:
+        assert self.frames_log is not None
         f = result.frame
         t = result.times
         rec = {
@@ -337,7 +363,7 @@ class Runtime:
                 for v in result.tracks
             ],
         }
-        self.frames_log.write(json.dumps(rec) + "\n")  # type: ignore[union-attr]
+        self.frames_log.write(json.dumps(rec) + "\n")
 
     def fps(self) -> float:
         w = self._fps_window
@@ -350,12 +376,16 @@ class Runtime:
                 f"processed {st.frames_processed} dropped {st.frames_dropped}")
 
     def _output(self, result: FrameResult) -> bool:
-        status = self.status_line()
+        """Draw the overlay once and hand it to every output; False when one asked to stop."""
         keep_going = True
-        t0 = time.perf_counter()
-        for out in self.outputs:
-            keep_going = out.write(result, status) and keep_going
         if self.outputs:
+            assert self.overlay is not None
+            t0 = time.perf_counter()
+            image = self.overlay.draw(result, self.status_line())
+            image.flags.writeable = False  # shared by every output
+            for out in self.outputs:
+                keep_going = out.write(image, result) and keep_going
+            self.stats.frames_output += 1
             self.stats.stages["overlay"].add((time.perf_counter() - t0) * 1000.0)
         self._maybe_stats()
         return keep_going
@@ -376,34 +406,3 @@ def write_summary(summary: dict[str, Any], out: IO[str]) -> None:
     rows = list(summary["stage_ms"].items()) + [("frame age", summary["frame_age_ms"])]
     for name, p in rows:
         print(f"{name:<10}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}", file=out)
-
-
-def open_frames_log(path: Path | None) -> IO[str] | None:
-    return None if path is None else open(path, "w", buffering=1 << 16)  # noqa: SIM115
-
-
-def build_runtime(cfg: Config, make_source: Callable[[Callable[[str, dict], None], threading.Event], SourceLike],
-                  sinks: SinksLike, *, embedder: EmbedderLike | None = None,
-                  catalog: CatalogLike | None = None, outputs: list[FrameOutput] | None = None,
-                  frames_log: IO[str] | None = None, stop: threading.Event | None = None,
-                  segmenter: SegmenterLike | None = None, run_id: str | None = None) -> Runtime:
-    """Wire every stage from the config. ``make_source(on_status, stop)`` opens the source once the
-    runtime exists, so the source can report ``source.online``/``offline`` to it."""
-    stop = stop or threading.Event()
-    segmenter = segmenter or Segmenter(cfg.segment)
-    status_inbox: list[Runtime] = []
-
-    def on_status(kind: str, detail: dict) -> None:
-        if status_inbox:
-            status_inbox[0].on_status(kind, detail)
-
-    source = make_source(on_status, stop)
-    events = EventFactory(run_id or uuid.uuid4().hex, source.name)
-    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track),
-                        Classifier(cfg.classify, embedder, catalog), events)
-    rt = Runtime(source, pipeline, events, sinks, outputs or [], threaded=cfg.runtime.threaded,
-                 stats_interval_s=cfg.runtime.stats_interval_s,
-                 shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop,
-                 drop_stale=source.is_live or getattr(source, "realtime", cfg.source.realtime))
-    status_inbox.append(rt)
-    return rt

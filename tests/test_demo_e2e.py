@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.app import build_runtime
 from stream.config import load_config
 from stream.events import validate
-from stream.runtime import build_runtime
 from stream.sinks import MemorySink
 from stream.sources.demo import SceneSource, demo_photos
 from stream.stages.catalog import Catalog

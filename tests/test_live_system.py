@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+from stream.app import build_runtime
 from stream.config import load_config
-from stream.runtime import build_runtime
 from stream.sinks import MemorySink
 from stream.sources.file import open_source
 from tests.faultproxy import FaultProxy

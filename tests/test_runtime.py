@@ -13,6 +13,7 @@ from stream.events import EventFactory
 from stream.pipeline import Pipeline
 from stream.runtime import Percentiles, Runtime
 from stream.sinks import MemorySink
+from stream.sources.base import Source, SourceProperties, SourceStatus
 from stream.stages.classify import Classifier
 from stream.stages.track import Tracker
 from tests.fakes import ScriptedDetector, frame
@@ -20,12 +21,16 @@ from tests.fakes import ScriptedDetector, frame
 pytestmark = pytest.mark.timeout(60)
 
 
-class ListSource:
+class ListSource(Source):
     def __init__(self, n, live=False, interval=0.0, stop=None):
-        self.n, self.is_live, self.interval = n, live, interval
+        self.n, self.interval = n, interval
         self.i = 0
-        self.name = "list"
+        self._props = SourceProperties(name="list", is_live=live, realtime=live, fps=30.0)
         self.stop = stop or threading.Event()
+
+    @property
+    def properties(self):
+        return self._props
 
     def read(self):
         if self.i >= self.n or self.stop.is_set():
@@ -61,7 +66,7 @@ class SlowDetector(ScriptedDetector):
 def make(source, script, delay=0.0, threaded=True, stop=None):
     cfg = load_config()
     det = SlowDetector(script, delay)
-    events = EventFactory("run", source.name)
+    events = EventFactory("run", source.properties.name)
     pipe = Pipeline(det, det, Tracker(cfg.track), Classifier(cfg.classify, None, None), events)
     sink = ClosingSink()
     rt = Runtime(source, pipe, events, sink, [], threaded=threaded, stats_interval_s=0, stop=stop)
@@ -117,7 +122,7 @@ def test_stop_ends_run_within_a_second():
 
 def test_status_events_are_published_in_seq_order():
     rt, sink = make(ListSource(20, live=True, interval=0.005), SCRIPT)
-    rt.on_status("source.online", {"width": 160, "height": 120})
+    rt.inbox.put(SourceStatus("source.online", {"width": 160, "height": 120}))
     rt.run()
     types = [e["type"] for e in sink.events]
     assert "source.online" in types

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -141,8 +142,8 @@ def test_live_specs_open_without_connecting(spec: str, kind: type, name: str, cf
     src = open_source(spec, cfg)
     try:
         assert isinstance(src, kind)
-        assert src.is_live
-        assert src.name == name
+        assert src.properties.is_live
+        assert src.properties.name == name
     finally:
         src.close()
 
@@ -178,7 +179,7 @@ def test_file_frames_flow(
     caplog.set_level(logging.WARNING, logger="stream")
     src = open_source(str(videos[kind]), cfg)
     assert isinstance(src, FileSource)
-    assert not src.is_live
+    assert not src.properties.is_live
     frames = read_all(src)
     assert src.read() is None  # stays ended
     assert len(frames) == N_FRAMES
@@ -365,12 +366,15 @@ class FakeCapture:
     def release(self) -> None:
         self.released += 1
 
+    def get(self, prop: int) -> float:
+        return 15.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
 
 def test_camera_retries_and_reports_status(cfg: SourceConfig) -> None:
     quick = config_replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
     fake = FakeCapture(["x", "x", 3, 2])
     events: list[tuple[str, dict]] = []
-    src = CameraSource(0, quick, on_status=lambda k, d: events.append((k, d)), capture_factory=fake)
+    src = CameraSource(0, quick, on_status=lambda s: events.append((s.type, s.detail)), capture_factory=fake)
     frames = [src.read() for _ in range(5)]
     src.close()
     assert all(f is not None and f.size == (8, 6) and f.image.shape == (6, 8, 3) for f in frames)
@@ -379,6 +383,7 @@ def test_camera_retries_and_reports_status(cfg: SourceConfig) -> None:
     assert events[0][1]["attempt"] == 1 and "did not open" in events[0][1]["reason"]
     assert events[1][1] == {"width": 8, "height": 6, "reconnects": 0}
     assert events[3][1]["reconnects"] == 1 and src.reconnects == 1
+    assert (src.properties.width, src.properties.height, src.properties.fps) == (8, 6, 15.0)
     assert fake.released >= 3
 
 
@@ -388,7 +393,7 @@ def test_camera_via_opencv_on_a_file_reconnects_at_its_end(
     """Real OpenCV capture: a file "camera" ends like an unplugged one and is reopened."""
     quick = config_replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
     events: list[str] = []
-    src = CameraSource(str(videos["mp4"]), quick, on_status=lambda k, d: events.append(k))
+    src = CameraSource(str(videos["mp4"]), quick, on_status=lambda s: events.append(s.type))
     frames = [src.read() for _ in range(N_FRAMES + 5)]
     src.close()
     assert all(f is not None and f.size == (W, H) for f in frames)

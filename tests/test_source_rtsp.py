@@ -19,6 +19,7 @@ import pytest
 
 from stream.config import SourceConfig, load_config
 from stream.config import replace as config_replace
+from stream.sources.base import SourceStatus
 from stream.sources.file import Source, open_source
 from stream.types import Frame
 from tests.faultproxy import FaultProxy
@@ -38,8 +39,8 @@ class Reader:
         self.done_at: float | None = None
         self._thread: threading.Thread | None = None
 
-    def status(self, kind: str, info: dict) -> None:
-        self.events.append((time.monotonic(), kind, info))
+    def status(self, status: SourceStatus) -> None:
+        self.events.append((time.monotonic(), status.type, status.detail))
 
     def start(self, src: Source) -> Reader:
         def run() -> None:
@@ -97,9 +98,9 @@ def test_frames_flow(transport: str, server: RtspServer, cfg: SourceConfig) -> N
         src.close()
     frames = [f for _, f in reader.frames[:25]]
     assert reader.error is None
-    assert src.is_live and src.name == f"rtsp://***@127.0.0.1:{server.port}/test"
+    assert src.properties.is_live and src.properties.name == f"rtsp://***@127.0.0.1:{server.port}/test"
     assert [f.index for f in frames] == list(range(25))
-    assert all(f.size == SIZE and f.source == src.name for f in frames)
+    assert all(f.size == SIZE and f.source == src.properties.name for f in frames)
     assert all(a.t_capture < b.t_capture for a, b in zip(frames, frames[1:], strict=False))
     # The frames buffered while FFmpeg probed the stream (analyzeduration, 0.5 s) come out in a burst;
     # after that, live pacing: 9 intervals at 15 fps take about 0.6 s.
@@ -228,7 +229,7 @@ def test_credentials_never_appear(
         wrong.close()
     texts = [r.getMessage() for r in caplog.records]
     texts += [str(info) for r in (good, bad) for _, _, info in r.events]
-    texts += [src.name, wrong.name] + [f.source for _, f in good.frames]
+    texts += [src.properties.name, wrong.properties.name] + [f.source for _, f in good.frames]
     leaks = [t for t in texts if any(s in t for s in SECRETS)]
     assert not leaks, leaks
     reason = bad.events[0][2]["reason"]

@@ -1,4 +1,7 @@
-"""Video outputs of the annotated overlay: an OpenCV window and a recorded file."""
+"""Video outputs of the annotated overlay: an OpenCV window and a recorded file.
+
+Both are ``stream.runtime.FrameOutput``s: they receive the image the runtime drew once per frame.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from stream.outputs.overlay import Overlay
 from stream.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -28,13 +31,12 @@ def display_available() -> bool:
 class Window:
     """Shows each annotated frame; 'q' or Esc in the window asks the run to stop."""
 
-    def __init__(self, overlay: Overlay, name: str) -> None:
-        self.overlay = overlay
+    def __init__(self, name: str) -> None:
         self.name = name
         cv2.namedWindow(name, cv2.WINDOW_NORMAL)
 
-    def write(self, result: FrameResult, status: str) -> bool:
-        cv2.imshow(self.name, self.overlay.draw(result, status))
+    def write(self, image: np.ndarray, result: FrameResult) -> bool:
+        cv2.imshow(self.name, image)
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
     def close(self) -> None:
@@ -44,12 +46,14 @@ class Window:
 class Recorder:
     """Writes the annotated frames to a video file (MPEG-4 Part 2 via OpenCV: plays everywhere).
 
-    The writer opens on the first frame (the frame size is only known then); a size change mid-run
-    is letterboxed into the first size so the file stays valid.
+    ``fps`` is the source's own rate, so the recording plays at the speed it was captured. The writer
+    opens on the first frame (the frame size is only known then); a size change mid-run is resized
+    into the first size so the file stays valid.
     """
 
-    def __init__(self, overlay: Overlay, path: Path, fps: float) -> None:
-        self.overlay = overlay
+    def __init__(self, path: Path, fps: float) -> None:
+        if not fps > 0:
+            raise ValueError(f"Recorder: fps must be positive, found {fps}")
         self.path = Path(path)
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
@@ -59,8 +63,7 @@ class Recorder:
         if not parent.is_dir():
             raise OSError(f"cannot record to {self.path}: folder {parent} does not exist")
 
-    def write(self, result: FrameResult, status: str) -> bool:
-        image = self.overlay.draw(result, status)
+    def write(self, image: np.ndarray, result: FrameResult) -> bool:
         h, w = image.shape[:2]
         if self._writer is None:
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))

@@ -1,7 +1,8 @@
-"""What every video source shares: the Source interface, errors, URL redaction, the decode loop.
+"""What every video source shares: the Source interface with its frozen properties and typed status
+updates, errors, URL redaction, the decode loop.
 
-Split from ``stream.sources.file`` so the file reader (``stream.sources.file``) and the live sources
-(``stream.sources.network``) can both build on it without importing each other.
+The file reader (``stream.sources.file``), the live sources (``stream.sources.network``) and the demo
+(``stream.sources.demo``) all build on it without importing each other.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import abc
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import av
 import av.error
@@ -19,7 +21,37 @@ import av.error
 from stream.config import SourceConfig
 from stream.types import Frame
 
-StatusCallback = Callable[[str, dict], None]
+
+@dataclass(frozen=True)
+class SourceProperties:
+    """What the runtime needs to know of a source; read through ``Source.properties``.
+
+    name: the source's name with credentials redacted.
+    is_live: a camera or network stream (never ends by itself; outages are retried).
+    realtime: frames arrive at their own pace (live, or a paced file), so stale ones are dropped;
+        False: an offline file, read as fast as the pipeline takes frames, none dropped.
+    fps: nominal frames per second; None while unknown (a live stream before it first connects).
+    width, height: frame size in pixels; None while unknown. Frames carry their own size, which wins.
+    """
+
+    name: str
+    is_live: bool
+    realtime: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A live source went offline (``detail``: reason, attempt) or came online (width, height,
+    reconnects). Delivered on the thread that calls ``read()``, in order with the frames."""
+
+    type: Literal["source.offline", "source.online"]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+StatusCallback = Callable[[SourceStatus], None]
 
 # Consecutive undecodable packets after which a stream counts as broken rather than glitched.
 MAX_ERRORS_IN_ROW = 64
@@ -44,12 +76,18 @@ def redact(text: str) -> str:
 
 
 class Source(abc.ABC):
-    """A stream of Frames. ``read()`` blocks; None means the end (file over, ``stop`` set, closed)."""
+    """A stream of Frames. ``read()`` blocks; None means the end (file over, ``stop`` set, closed).
 
-    name: str
-    is_live: bool
-    decode_errors: int
-    reconnects: int
+    ``decode_errors`` and ``reconnects`` count undecodable packets and reconnections since opening.
+    """
+
+    decode_errors: int = 0
+    reconnects: int = 0
+
+    @property
+    @abc.abstractmethod
+    def properties(self) -> SourceProperties:
+        """A snapshot: a live source learns its size and rate when it connects."""
 
     @abc.abstractmethod
     def read(self) -> Frame | None: ...

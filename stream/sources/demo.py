@@ -5,29 +5,32 @@ from __future__ import annotations
 import threading
 import time
 
+from stream.sources.base import Source, SourceProperties
 from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
 from stream.types import Frame
 
 PACKSHOT_VIEWS = 8  # catalog photos per demo product (pose, size and lighting variations)
 
 
-class SceneSource:
+class SceneSource(Source):
     """A CheckoutScene read like a camera: paced at the scene's frame rate when ``realtime``."""
-
-    is_live = False
 
     def __init__(self, scene: CheckoutScene, *, realtime: bool = True, loop: bool = False,
                  stop: threading.Event | None = None) -> None:
         self.scene = scene
         self.realtime = realtime
         self.loop = loop
-        self.name = f"demo:seed={scene.seed}"
         self._stop = stop or threading.Event()  # the run's stop flag: read, never set here
         self._closed = False
         self._n = scene.scene_length_frames
         self._i = 0
         self._t0: float | None = None
-        self.fps = scene.fps
+        self._properties = SourceProperties(name=f"demo:seed={scene.seed}", is_live=False, realtime=realtime,
+                                            fps=scene.fps, width=scene.width, height=scene.height)
+
+    @property
+    def properties(self) -> SourceProperties:
+        return self._properties
 
     def read(self) -> Frame | None:
         if self._closed or self._stop.is_set() or (self._i >= self._n and not self.loop):
@@ -39,7 +42,7 @@ class SceneSource:
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return None
         rendered = self.scene.render(self._i % self._n)
-        frame = Frame(rendered.image, self._i, time.monotonic(), time.time(), self.name)
+        frame = Frame(rendered.image, self._i, time.monotonic(), time.time(), self._properties.name)
         self._i += 1
         return frame
 

@@ -26,6 +26,7 @@ from stream.sources.base import (
     DamagedStream,
     Source,
     SourceError,
+    SourceProperties,
     StatusCallback,
     configure_decoder,
     decode_video,
@@ -61,8 +62,6 @@ _CAMERA = re.compile(r"^(\d+|/dev/video\d+)$")
 
 class FileSource(Source):
     """Decodes a video file with PyAV, as fast as possible or paced at its own frame rate."""
-
-    is_live = False
 
     def __init__(self, path: Path, cfg: SourceConfig, stop: threading.Event | None = None) -> None:
         self.name = str(path)
@@ -104,7 +103,14 @@ class FileSource(Source):
                 ) from None
             raise SourceError(f"{path}: cannot open the {cc.name} decoder: {describe(exc)}") from None
         self._frames = decode_video(self._container, self._stream, self._count_error)
+        self._properties = SourceProperties(name=self.name, is_live=False, realtime=cfg.realtime,
+                                            fps=1.0 / self._nominal_step, width=cc.width or None,
+                                            height=cc.height or None)
         log.debug("opened %s (%s, %dx%d)", self.name, cc.name, cc.width, cc.height)
+
+    @property
+    def properties(self) -> SourceProperties:
+        return self._properties
 
     def _count_error(self, exc: Exception) -> None:
         self.decode_errors += 1

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import av
@@ -27,6 +28,8 @@ from stream.config import SourceConfig
 from stream.sources.base import (
     DamagedStream,
     Source,
+    SourceProperties,
+    SourceStatus,
     Stalled,
     StatusCallback,
     configure_decoder,
@@ -45,7 +48,7 @@ JOIN_S = 1.0  # close() waits this long for the worker; a worker stuck in FFmpeg
 ANALYZE_DURATION_US = 500_000
 PROBE_SIZE = 500_000
 
-_Item = Frame | tuple[str, dict]
+_Item = Frame | SourceStatus
 
 
 class Outage(Exception):
@@ -67,8 +70,6 @@ class LiveSource(Source):
     clean end) when the stream goes down, and release the device in ``finally``.
     """
 
-    is_live = True
-
     def __init__(
         self,
         name: str,
@@ -89,6 +90,12 @@ class LiveSource(Source):
         self._thread: threading.Thread | None = None
         self._index = 0
         self._ever_up = False
+        self._properties = SourceProperties(name=self.name, is_live=True, realtime=True)
+        self._fps: float | None = None  # the current connection's nominal rate, when it says
+
+    @property
+    def properties(self) -> SourceProperties:
+        return self._properties
 
     @abc.abstractmethod
     def _images(self) -> Iterator[np.ndarray]: ...
@@ -109,7 +116,7 @@ class LiveSource(Source):
             if isinstance(item, Frame):
                 return item
             if self._on_status is not None:
-                self._on_status(*item)
+                self._on_status(item)
         return None
 
     def close(self) -> None:
@@ -163,7 +170,7 @@ class LiveSource(Source):
             attempt = 1 if attempt < 0 else attempt + 1
             if attempt == 1:
                 log.warning("%s: offline (%s); reconnecting", self.name, reason)
-                if not self._deliver(("source.offline", {"reason": reason, "attempt": attempt})):
+                if not self._deliver(SourceStatus("source.offline", {"reason": reason, "attempt": attempt})):
                     return
             delay = backoff_delay(attempt, self._cfg, self._rng.uniform(-1.0, 1.0))
             log.info("%s: connect attempt %d failed (%s); next in %.2f s", self.name, attempt, reason, delay)
@@ -176,8 +183,9 @@ class LiveSource(Source):
         self._ever_up = True
         h, w = image.shape[:2]
         log.info("%s: online (%dx%d, reconnects=%d)", self.name, w, h, self.reconnects)
-        return self._deliver(("source.online", {"width": int(w), "height": int(h),
-                                                "reconnects": self.reconnects}))
+        self._properties = replace(self._properties, width=int(w), height=int(h), fps=self._fps)
+        return self._deliver(SourceStatus("source.online", {"width": int(w), "height": int(h),
+                                                            "reconnects": self.reconnects}))
 
     def _frame(self, image: np.ndarray) -> Frame:
         frame = Frame(image=image, index=self._index, t_capture=time.monotonic(),
@@ -231,6 +239,8 @@ class NetworkSource(LiveSource):
             w, h = stream.codec_context.width, stream.codec_context.height
             if w * h > cfg.max_pixels:  # the decoder would refuse them anyway, less clearly
                 raise Outage(f"frames of {w}x{h} exceed source.max_pixels={cfg.max_pixels}")
+            rate = stream.average_rate or stream.guessed_rate
+            self._fps = float(rate) if rate and float(rate) > 0 else None
             configure_decoder(stream, cfg, threaded=False)
             frames = decode_video(container, stream, self._count_error, max_frame_gap_s=cfg.read_timeout_s)
             for vframe in frames:
@@ -270,6 +280,8 @@ class CameraSource(LiveSource):
         try:
             if not cap.isOpened():
                 raise Outage("camera did not open (unplugged, busy, or no permission?)")
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self._fps = fps if 0 < fps < 1000 else None
             while True:
                 ok, image = cap.read()
                 if not ok or image is None:
