@@ -29,6 +29,22 @@ def _rows(name: str, n: int, *arrays: tuple[str, np.ndarray]) -> None:
             raise ValueError(f"{name}.{sub}: expected {n} rows, found {arr.shape[0]}")
 
 
+def _row_index(name: str, n: int, rows: np.ndarray | list[int] | list[bool]) -> np.ndarray:
+    """``rows`` (a bool mask of ``n`` or integer row numbers) as int64 row numbers."""
+    idx = np.asarray(rows)
+    if idx.dtype == np.bool_:
+        if idx.shape != (n,):
+            raise ValueError(f"{name}.select: expected a bool mask of {n} rows, found shape {idx.shape}")
+        return np.flatnonzero(idx)
+    if idx.size == 0:
+        return np.zeros(0, np.int64)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{name}.select: expected a bool mask or integer rows, found {idx.dtype} {idx.shape}")
+    if idx.min() < -n or idx.max() >= n:
+        raise IndexError(f"{name}.select: rows must lie in [0, {n}), found {idx.min()}..{idx.max()}")
+    return idx.astype(np.int64) % max(n, 1)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame.
@@ -124,6 +140,18 @@ class Detections:
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
+    def select(self, rows: np.ndarray | list[int] | list[bool]) -> Detections:
+        """The given rows (a bool mask or row numbers, in that order), with ``instance_map``
+        renumbered to match (items not selected become 0)."""
+        idx = _row_index("Detections", len(self), rows)
+        lut = np.zeros(len(self) + 1, np.int32)
+        lut[idx + 1] = np.arange(1, len(idx) + 1, dtype=np.int32)
+        return Detections(xyxy=self.xyxy[idx], area=self.area[idx], centroid=self.centroid[idx],
+                          confidence=self.confidence[idx], class_id=self.class_id[idx],
+                          instance_map=lut[self.instance_map])
+
+    __getitem__ = select
+
     @staticmethod
     def empty(map_shape: tuple[int, int] = (1, 1)) -> Detections:
         return Detections(
@@ -173,6 +201,14 @@ class Tracks:
 
     def __len__(self) -> int:
         return int(self.track_id.shape[0])
+
+    def select(self, rows: np.ndarray | list[int] | list[bool]) -> Tracks:
+        """The given rows (a bool mask or row numbers, in that order)."""
+        idx = _row_index("Tracks", len(self), rows)
+        return Tracks(track_id=self.track_id[idx], xyxy=self.xyxy[idx], state=self.state[idx],
+                      detection_index=self.detection_index[idx], score=self.score[idx], age=self.age[idx])
+
+    __getitem__ = select
 
     @staticmethod
     def empty() -> Tracks:

@@ -11,7 +11,7 @@ from stream.events import EventFactory, validate
 from stream.pipeline import Pipeline
 from stream.stages.classify import Classifier, crop_item
 from stream.stages.track import Tracker
-from stream.types import Frame
+from stream.types import Detections, Frame, Tracks
 from tests.fakes import BruteCatalog, MeanColourEmbedder, ScriptedDetector, detections
 
 RED, BLUE = (0, 0, 230), (230, 0, 0)
@@ -141,3 +141,45 @@ def test_crop_item_pads_clips_and_masks(padding, mask):
     assert np.array_equal(d.instance_map, before)
     if mask:
         assert (crop == 127).any() and (crop == RED).all(axis=2).any()
+
+
+# ---------------------------------------------------------------- row selection on the data types
+
+def _three() -> Detections:
+    inst = np.array([[0, 1, 1], [2, 2, 3]], np.int32)
+    return Detections(xyxy=np.arange(12, dtype=np.float32).reshape(3, 4), area=np.array([1, 2, 3], np.float32),
+                      centroid=np.zeros((3, 2), np.float32), confidence=np.array([.9, .8, .7], np.float32),
+                      class_id=np.ones(3, np.int32), instance_map=inst)
+
+
+@pytest.mark.parametrize(("rows", "areas", "inst"), [
+    ([], [], [[0, 0, 0], [0, 0, 0]]),
+    (np.array([True, False, True]), [1, 3], [[0, 1, 1], [0, 0, 2]]),
+    ([2, 0], [3, 1], [[0, 2, 2], [0, 0, 1]]),
+    (np.array([1]), [2], [[0, 0, 0], [1, 1, 0]]),
+])
+def test_detections_select_keeps_rows_and_renumbers_the_map(rows, areas, inst) -> None:
+    d = _three()
+    out = d[rows]
+    assert out.area.tolist() == areas and out.instance_map.tolist() == inst
+    assert (out.xyxy == d.xyxy[np.asarray(rows, dtype=bool if isinstance(rows, np.ndarray) and rows.dtype == bool
+                                          else np.int64)]).all()
+    assert d.instance_map.tolist() == [[0, 1, 1], [2, 2, 3]], "input mutated"
+
+
+@pytest.mark.parametrize(("rows", "error"), [
+    (np.array([True, False]), ValueError),
+    ([3], IndexError),
+    (np.array([0.5]), TypeError),
+])
+def test_detections_select_rejects_bad_rows(rows, error) -> None:
+    with pytest.raises(error):
+        _three().select(rows)
+
+
+def test_tracks_select() -> None:
+    t = Tracks(track_id=np.array([5, 6, 7], np.int64), xyxy=np.zeros((3, 4), np.float32),
+               state=np.array([0, 1, 2], np.int8), detection_index=np.array([-1, 0, 1], np.int64),
+               score=np.zeros(3, np.float32), age=np.zeros(3, np.int32))
+    assert t.select(t.state == 1).track_id.tolist() == [6]
+    assert t[[2, 0]].track_id.tolist() == [7, 5] and len(t[[]]) == 0
