@@ -2,8 +2,11 @@
 
 A catalog is built from GALLERY (GALLERY/<product>/*.jpg or GALLERY/<product>.jpg); every photo in
 QUERIES/<product>/*.jpg is embedded whole, exactly as the runtime embeds an item crop (letterboxed
-to the model's size), and looked up. Queries of products absent from the gallery are counted apart:
-they cannot be right.
+to the model's size), and looked up. Queries of products absent from the gallery are counted apart
+(they cannot be right) and, when there are any, measure the open set: ``open_set`` holds the share of
+absent-product queries called unknown by the runtime's own rule (``UnknownRule``, the ``classify``
+config), the share of present ones named right and not rejected, the share of present ones rejected,
+and a sweep of the rule's threshold (``plot_open_set`` draws it) so a user can pick an operating point.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.config import CatalogConfig, ClassifyConfig
+from stream.eval.openset import ABSENT, open_set_figures, threshold_sweep
 from stream.stages.catalog import Catalog, CatalogError, find_photos
+from stream.stages.classify import UnknownRule
 from stream.stages.embed import Embedder
 
 log = logging.getLogger(__name__)
 
 BATCH = 32
+SWEEP = tuple(round(0.02 * i, 2) for i in range(-10, 52))  # cosine thresholds -0.2 .. 1.02 (rejects all)
 
 
 def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, catalog_cfg: CatalogConfig,
                  progress: bool = True, *, embedder: Embedder | None = None) -> dict[str, Any]:
-    """{top1, top5, per_product, per_product_queries, n_queries, n_products, skipped_queries, model}."""
+    """{top1, top5, per_product, per_product_queries, n_queries, n_products, skipped_queries, model}
+    plus ``open_set`` (None when every query's product is in the gallery)."""
     embedder = embedder or Embedder(classify_cfg.model)
     catalog = Catalog.build(Path(gallery), embedder, catalog_cfg, progress=progress)
     known = set(catalog.products)
@@ -37,7 +44,8 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
         raise CatalogError(f"no query photos in {queries}: expected {queries}/<product>/*.jpg")
     labels: list[str] = []
     ranked: list[tuple[str, ...]] = []
-    skipped = unreadable = 0
+    best: list[float] = []
+    unreadable = 0
     batch: list[np.ndarray] = []
     batch_labels: list[str] = []
 
@@ -45,14 +53,12 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
         if batch:
             for m in catalog.search(embedder.embed(batch), 5):
                 ranked.append(m.products)
+                best.append(m.scores[0] if m.scores else -1.0)
             labels.extend(batch_labels)
             batch.clear()
             batch_labels.clear()
 
     for product, path in tqdm(files, desc="queries", unit="img", disable=not progress, leave=False):
-        if product not in known:
-            skipped += 1
-            continue
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
             unreadable += 1
@@ -62,8 +68,13 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
         if len(batch) >= BATCH:
             flush()
     flush()
+    absent = np.array([t not in known for t in labels], dtype=bool)
+    skipped = int(absent.sum())
     if skipped:
-        log.warning("%d queries of products not in the gallery were left out", skipped)
+        log.info("%d queries of products not in the gallery: measured as the open set", skipped)
+    open_set = _open_set(labels, ranked, np.asarray(best, np.float32), known, UnknownRule.from_config(classify_cfg))
+    labels = [t for t, a in zip(labels, absent, strict=True) if not a]
+    ranked = [r for r, a in zip(ranked, absent, strict=True) if not a]
     hits1 = np.array([r[:1] == (t,) for t, r in zip(labels, ranked, strict=True)], dtype=bool)
     hits5 = np.array([t in r[:5] for t, r in zip(labels, ranked, strict=True)], dtype=bool)
     per_product: dict[str, float] = {}
@@ -85,7 +96,47 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
         "skipped_queries": skipped,
         "unreadable_queries": unreadable,
         "model": f"{ident['name']} v{ident['version']} ({ident['sha256'][:12]})",
+        "open_set": open_set,
     }
+
+
+def _open_set(labels: list[str], ranked: list[tuple[str, ...]], best: np.ndarray, known: set[str],
+              rule: UnknownRule) -> dict[str, Any] | None:
+    """Open-set figures at ``rule`` and swept over its threshold; None without absent-product queries."""
+    if all(t in known for t in labels):
+        return None
+    names = sorted(known)
+    pos = {p: i for i, p in enumerate(names)}
+    truth = np.array([pos.get(t, ABSENT) for t in labels], dtype=np.int64)
+    pred = np.array([pos[r[0]] if r else ABSENT for r in ranked], dtype=np.int64)
+    rejected = np.array([rule.rejects(float(b)) for b in best], dtype=bool)
+    return {**open_set_figures(pred, rejected, truth), "threshold": rule.threshold, "rule": rule.describe()["rule"],
+            "sweep": threshold_sweep(best, pred, truth, SWEEP)}
+
+
+def plot_open_set(result: dict[str, Any], path: Path) -> Path:
+    """Draw ``result["open_set"]["sweep"]`` (absent rejected vs present named right, the configured
+    threshold marked) to a PNG. Needs matplotlib (the dev extra)."""
+    sweep = (result.get("open_set") or {}).get("sweep")
+    if not sweep:
+        raise ValueError("no open-set sweep to plot: the queries hold no product absent from the gallery")
+    import matplotlib  # noqa: PLC0415 - optional, dev/bench only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot([s["unknown_rejected"] for s in sweep], [s["known_correct"] for s in sweep], ".-", lw=1)
+    o = result["open_set"]
+    ax.plot([o["unknown_rejected"]], [o["known_correct"]], "o", color="C3", label=f"threshold {o['threshold']}")
+    ax.set_xlabel("absent products rejected")
+    ax.set_ylabel("present products named right")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def format_table(result: dict[str, Any], worst: int = 10) -> str:
@@ -97,6 +148,10 @@ def format_table(result: dict[str, Any], worst: int = 10) -> str:
         f"top-1      {result['top1'] * 100:6.2f} %",
         f"top-5      {result['top5'] * 100:6.2f} %",
     ]
+    if (o := result.get("open_set")) is not None:
+        lines.append(f"open set   absent rejected {o['unknown_rejected'] * 100:.1f} %, present named right"
+                     f" {o['known_correct'] * 100:.1f} %, present rejected {o['known_rejected'] * 100:.1f} %"
+                     f" (threshold {o['threshold']}; {o['n_absent_queries']} absent, {o['n_known_queries']} present)")
     per = sorted(result["per_product"].items(), key=lambda kv: (kv[1], kv[0]))[:worst]
     if per:
         lines.append(f"worst {len(per)} products (top-1, queries):")

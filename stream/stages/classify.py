@@ -21,6 +21,32 @@ from stream.types import CONFIRMED, REMOVED, UNKNOWN, Detections, Frame, Label, 
 BORDER_WEIGHT = 0.3  # a crop cut by the frame edge shows part of the item: trust it less
 
 
+@dataclass(frozen=True)
+class UnknownRule:
+    """When a match is not trusted and the item is called unknown: its best product's cosine is below
+    ``threshold`` (``classify.unknown_threshold``). One rule for the runtime (per track, on the mean of
+    its embeddings) and for ``eval catalog`` / the benchmarks (per photo), so both report the same."""
+
+    threshold: float
+
+    @classmethod
+    def from_config(cls, cfg: ClassifyConfig) -> UnknownRule:
+        return cls(threshold=cfg.unknown_threshold)
+
+    def describe(self) -> dict[str, float | str]:
+        return {"rule": "unknown when the best product's cosine < threshold", "threshold": self.threshold}
+
+    def rejects(self, best: float) -> bool:
+        return best < self.threshold
+
+    def decide(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(best product index, rejected, confidence) per row of product scores float [Q, P]; the
+        confidence is what ``threshold`` is compared with (a threshold sweep varies it)."""
+        best_index = np.argmax(scores, axis=1)
+        best = scores[np.arange(len(scores)), best_index]
+        return best_index, best < self.threshold, best
+
+
 @dataclass
 class _TrackMemory:
     vectors: deque = field(default_factory=deque)
@@ -58,6 +84,7 @@ class Classifier:
         self.cfg = cfg
         self.embedder = embedder
         self.catalog = catalog
+        self.rule = UnknownRule.from_config(cfg)
         self._tracks: dict[int, _TrackMemory] = {}
         self._frame = 0
         self.crops_embedded = 0
@@ -152,7 +179,7 @@ class Classifier:
         topk = tuple(zip(match.products, (float(s) for s in match.scores), strict=True))
         best = topk[0][1] if topk else -1.0
         second = topk[1][1] if len(topk) > 1 else -1.0
-        unknown = best < self.cfg.unknown_threshold
+        unknown = self.rule.rejects(best)
         product = UNKNOWN if unknown or not topk else topk[0][0]
         return Label(product=product, score=best, margin=best - second, topk=topk,
                      unknown=unknown, n_embeddings=n)

@@ -1,0 +1,250 @@
+"""Recognition of seen and unseen products, closed and open set, for any embedder ONNX.
+
+    python3 benchmarks/bench_recognition.py [NAME=MODEL.onnx ...] [--sweep FINETUNED.onnx IMAGENET.onnx]
+        [--out benchmarks/results/recognition.json] [--plot benchmarks/results/recognition.png]
+
+Default model: the shipped embedder. Every photo is embedded whole through the runtime's Embedder (cached
+per model sha256 under --cache); a product's score is its best catalog photo's cosine (the runtime's
+``Catalog.search``). Protocols:
+
+- ``val_train`` / ``val_iconic``: grocery-store val (296 photos, 60 products) against a catalog of the
+  train photos / the 81 packshots; ``*_held_out``: the val photos of ``export.data.HELD_OUT`` only;
+  ``unseen_iconic``: every train+val photo of those products against the packshots. These three are
+  unseen products only for a model trained with them held out (``python -m export embedder`` without
+  ``--all-products``); for an all-products model they are seen products.
+- ``topdown``: real top-down photos (8 products nobody trained on): catalog = the first 5 photos of each
+  product by file name, queries = the other 296. Validation only.
+- open set (``open_*``), at the runtime's rule (``classify`` section of the default config) and swept over
+  its threshold: ``grocery``: catalog = the packshots (or train photos) of 61 products (every 4th product by
+  name left out), queries = all val photos; ``topdown``: the 5-photo catalog without 2 of the 8 products,
+  every one of the 28 pairs in turn, figures averaged over them.
+
+``--sweep A B`` also scores A and B combined, cosine = (1 - w) cos_A + w cos_B (exactly what
+``python -m export.combined --w`` exports), for w in --weights: how the combined embedder's w is picked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from recognition_sets import Embedded, embed_all  # noqa: E402
+
+from export.data import HELD_OUT  # noqa: E402
+from stream.config import load_config  # noqa: E402
+from stream.eval.openset import (  # noqa: E402
+    closed_set,
+    open_set_figures,
+    product_scores,
+    threshold_sweep,
+)
+from stream.stages.classify import UnknownRule  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CATALOG_PHOTOS = 5  # top-down catalog: the first 5 photos of each product by file name
+SWEEP_T = np.round(np.arange(0.0, 1.021, 0.02), 3)  # 1.02 rejects everything
+
+
+def _index(products: tuple[str, ...] | list[str], names: list[str]) -> np.ndarray:
+    pos = {p: i for i, p in enumerate(names)}
+    return np.array([pos.get(p, -1) for p in products], dtype=np.int64)
+
+
+def _rank_in_product(e: Embedded) -> np.ndarray:
+    seen: dict[str, int] = {}
+    rank = np.zeros(len(e.products), np.int64)
+    for i, p in enumerate(e.products):
+        rank[i] = seen.get(p, 0)
+        seen[p] = rank[i] + 1
+    return rank
+
+
+def _scores(gallery: Embedded, queries: Embedded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(product scores [Q, P], truth [Q] (-1: absent), gallery owner [G]) for one protocol."""
+    names = sorted(set(gallery.products))
+    owner = _index(gallery.products, names)
+    return product_scores(queries.vectors, gallery.vectors, owner, len(names)), _index(queries.products, names), owner
+
+
+def protocols(e: dict[str, Embedded]) -> dict[str, tuple[Embedded, Embedded]]:
+    """name -> (gallery, queries) for every closed-set protocol."""
+    held = np.array([p in HELD_OUT for p in e["val"].products])
+    unseen = e["train"].select(np.array([p in HELD_OUT for p in e["train"].products])) + e["val"].select(held)
+    td, rank = e["topdown"], _rank_in_product(e["topdown"])
+    return {
+        "val_train": (e["train"], e["val"]),
+        "val_iconic": (e["iconic"], e["val"]),
+        "val_train_held_out": (e["train"], e["val"].select(held)),
+        "val_iconic_held_out": (e["iconic"], e["val"].select(held)),
+        "unseen_iconic": (e["iconic"], unseen),
+        "topdown": (td.select(rank < CATALOG_PHOTOS), td.select(rank >= CATALOG_PHOTOS)),
+    }
+
+
+def open_protocols(e: dict[str, Embedded]) -> dict[str, list[tuple[Embedded, Embedded]]]:
+    """name -> [(gallery without some products, queries of all)], figures averaged over the list."""
+    products = sorted(set(e["train"].products))
+    absent = set(products[3::4])
+    out: dict[str, list[tuple[Embedded, Embedded]]] = {}
+    for cat in ("iconic", "train"):
+        g = e[cat]
+        out[f"open_grocery_{cat}"] = [(g.select(np.array([p not in absent for p in g.products])), e["val"])]
+    td, rank = e["topdown"], _rank_in_product(e["topdown"])
+    names = sorted(set(td.products))
+    out["open_topdown"] = [
+        (
+            td.select((rank < CATALOG_PHOTOS) & np.array([p not in pair for p in td.products])),
+            td.select(rank >= CATALOG_PHOTOS),
+        )
+        for pair in itertools.combinations(names, 2)
+    ]
+    return out
+
+
+def _mean_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("unknown_rejected", "known_correct", "known_rejected")
+    out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out["n_absent_queries"] = int(sum(r["n_absent_queries"] for r in rows))
+    out["n_known_queries"] = int(sum(r["n_known_queries"] for r in rows))
+    out["n_splits"] = len(rows)
+    return out
+
+
+def evaluate(e: dict[str, Embedded], rule: UnknownRule) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (g, q) in protocols(e).items():
+        scores, truth, _ = _scores(g, q)
+        out[name] = closed_set(scores, truth)
+    for name, splits in open_protocols(e).items():
+        at_rule, sweeps = [], []
+        for g, q in splits:
+            scores, truth, _ = _scores(g, q)
+            pred, rejected, confidence = rule.decide(scores)
+            at_rule.append(open_set_figures(pred, rejected, truth))
+            sweeps.append(threshold_sweep(confidence, pred, truth, SWEEP_T))
+        sweep = [{"threshold": rows[0]["threshold"], **_mean_figures(list(rows))} for rows in zip(*sweeps, strict=True)]
+        out[name] = {**_mean_figures(at_rule), "rule": rule.describe(), "sweep": sweep}
+    return out
+
+
+def combine(a: dict[str, Embedded], b: dict[str, Embedded], w: float) -> dict[str, Embedded]:
+    """The embeddings of the combined model: [sqrt(1-w) a, sqrt(w) b] (unit norm already)."""
+    out = {}
+    for name, ea in a.items():
+        eb = b[name]
+        if ea.products != eb.products or ea.files != eb.files:
+            raise SystemExit(f"bench_recognition: error: set {name} differs between the two models")
+        v = np.concatenate([np.sqrt(1 - w) * ea.vectors, np.sqrt(w) * eb.vectors], axis=1)
+        out[name] = Embedded(ea.products, ea.files, v.astype(np.float32))
+    return out
+
+
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    cols = ("val_train", "val_iconic", "val_train_held_out", "val_iconic_held_out", "unseen_iconic", "topdown")
+    head = f"{'model':<28}" + "".join(f"{c[:18]:>19}" for c in cols)
+    lines = [head]
+    for name, r in results.items():
+        lines.append(f"{name[:28]:<28}" + "".join(f"{r[c]['top1'] * 100:18.1f}%" for c in cols))
+    lines.append("")
+    lines.append(
+        f"{'open set at the default rule':<40} {'absent rejected':>16} {'known correct':>14} {'known rejected':>15}"
+    )
+    for name, r in results.items():
+        for key in ("open_grocery_iconic", "open_grocery_train", "open_topdown"):
+            o = r[key]
+            lines.append(
+                f"{(name + ' ' + key[5:])[:40]:<40} {o['unknown_rejected'] * 100:15.1f}%"
+                f" {o['known_correct'] * 100:13.1f}% {o['known_rejected'] * 100:14.1f}%"
+            )
+    return "\n".join(lines)
+
+
+def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - a dev/bench dependency only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    keys = ("open_grocery_iconic", "open_grocery_train", "open_topdown")
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), sharey=True)
+    for ax, key in zip(axes, keys, strict=True):
+        for name, r in results.items():
+            sw = r[key]["sweep"]
+            line = ax.plot([s["unknown_rejected"] for s in sw], [s["known_correct"] for s in sw], label=name)[0]
+            ax.plot([r[key]["unknown_rejected"]], [r[key]["known_correct"]], "o", color=line.get_color())
+        ax.axvline(0.9, color="grey", lw=0.6, ls="--")
+        ax.axhline(0.85, color="grey", lw=0.6, ls="--")
+        ax.set_title(key[5:])
+        ax.set_xlabel("absent products rejected")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("present products named right")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("open set: threshold sweep (dot: the default rule)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _named(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path, name = name, Path(name).parent.name or Path(name).stem
+    if not Path(path).is_file():
+        raise SystemExit(f"bench_recognition: error: no model file {path} (give NAME=PATH.onnx)")
+    return name, Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", help="NAME=PATH.onnx (default: shipped=stream/models/embedder.onnx)")
+    p.add_argument(
+        "--sweep",
+        nargs=2,
+        metavar=("FINETUNED", "IMAGENET"),
+        type=Path,
+        help="also score the two combined for each --weights w",
+    )
+    p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "checkout-stream" / "bench_recognition")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS / "recognition.json")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the open-set sweeps (default: beside --out)")
+    args = p.parse_args(argv)
+    models = [_named(s) for s in (args.models or [f"shipped={ROOT / 'stream/models/embedder.onnx'}"])]
+    rule = UnknownRule.from_config(load_config().classify)
+    results: dict[str, dict[str, Any]] = {}
+    for name, path in models:
+        results[name] = {"model": _shown(path), **evaluate(embed_all(path, args.cache, args.threads), rule)}
+    if args.sweep:
+        a, b = (embed_all(m, args.cache, args.threads) for m in args.sweep)
+        for w in args.weights:
+            results[f"w={w:g}"] = {
+                "model": f"combined {_shown(args.sweep[0])} + {_shown(args.sweep[1])}",
+                "w": w,
+                **evaluate(combine(a, b, w), rule),
+            }
+    print(_table(results))  # noqa: T201
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rule": rule.describe(), "results": results}, indent=1) + "\n")
+    plot = args.plot or args.out.with_suffix(".png")
+    _plot(results, plot)
+    print(f"wrote {_shown(args.out)} and {_shown(plot)}")  # noqa: T201
+    return 0
+
+
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
