@@ -11,47 +11,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from stream.app import build_runtime
 from stream.config import load_config
+from stream.eval.scenes import match_item, run_scene
 from stream.events import validate
-from stream.sinks import MemorySink
-from stream.sources.demo import SceneSource, demo_photos
+from stream.sources.demo import demo_photos
 from stream.stages.catalog import Catalog
 from stream.stages.embed import Embedder
-from stream.stages.geometry import box_iou
-from stream.synthetic.scene import CheckoutScene
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def truth_at(scene: CheckoutScene, frame_index: int, bbox) -> str | None:
-    """The product of the scene item that best overlaps ``bbox`` in that frame (IoU >= 0.5)."""
-    items = scene.render(frame_index).items
-    if not items:
-        return None
-    ious = box_iou(np.asarray([bbox], np.float32), np.asarray([b for _, _, b in items], np.float32))[0]
-    best = int(np.argmax(ious))
-    return items[best][1] if ious[best] >= 0.5 else None
-
-
 @pytest.fixture(scope="module")
 def demo_run():
-    cfg = load_config(overrides={"runtime.stats_interval_s": 0})
+    cfg = load_config()
     # A 14 s scene, picked because it is clean: every item gets exactly one track. Other seeds give
     # an occasional duplicate track (an item that passes under another and comes out elsewhere);
-    # benchmarks/bench_scenes.py measures how often, over ten seeds.
-    scene = CheckoutScene(seed=4, duration_s=14.0)
+    # tests/test_scene_metrics.py holds ten seeds to their expected figures.
     embedder = Embedder(cfg.classify.model)
     catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog)
-    sink = MemorySink()
-    rt = build_runtime(cfg, lambda on_status, stop: SceneSource(scene, realtime=False, stop=stop), sink,
-                       embedder=embedder, catalog=catalog)
-    summary = rt.run()
-    return scene, sink.events, summary
+    return run_scene(4, 14.0, embedder, catalog)
 
 
 def test_every_item_is_entered_classified_right_and_left_once(demo_run):
@@ -64,15 +45,14 @@ def test_every_item_is_entered_classified_right_and_left_once(demo_run):
         if ev["type"].startswith("item."):
             per_track.setdefault(ev["track_id"], []).append(ev)
     assert per_track, "no items were reported"
-    truth_keys = set()
     for tid, evs in per_track.items():
         types = [e["type"] for e in evs]
         assert types == ["item.entered", "item.classified", "item.left"], (tid, types)
         classified = evs[1]
-        truth = truth_at(scene, classified["frame_index"], classified["bbox"])
-        assert truth is not None, f"track {tid} matches no scene item"
+        hit = match_item(scene, classified["frame_index"], classified["bbox"])
+        assert hit is not None, f"track {tid} matches no scene item"
+        truth = hit[1]
         assert classified["label"] == truth, (tid, classified["label"], truth)
-        truth_keys.add((truth, evs[0]["frame_index"]))
     # every scene item that stayed on the counter for a while was reported (one track per item)
     shown = {}
     for i in range(scene.scene_length_frames):
