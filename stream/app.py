@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from stream.baskets import Baskets
 from stream.config import Config
 from stream.events import EventFactory
 from stream.outputs.display import Recorder, Window, display_available
@@ -108,7 +109,8 @@ def build_runtime(cfg: Config, open_source: OpenSource, sinks: SinksLike, *,
     source = open_source(inbox.put, stop)
     props = source.properties
     events = EventFactory(run_id or uuid.uuid4().hex, props.name)
-    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events)
+    baskets = Baskets(cfg.basket, events) if cfg.basket.enabled else None
+    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets)
     frame_outputs = list(outputs(props)) if outputs is not None else []
     return Runtime(source, pipeline, events, sinks, frame_outputs,
                    overlay=Overlay(cfg.overlay) if frame_outputs else None, inbox=inbox,

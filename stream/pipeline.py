@@ -3,7 +3,10 @@
 ``detect`` (segment + boxes) and ``update`` (track + classify + item events) are separate so the
 runtime can run them on two threads; ``process`` runs both in order (the one-thread baseline). The
 item lifecycle lives here: ``item.entered`` when a track is first confirmed, ``item.classified``
-when its label first settles or changes, ``item.left`` when a confirmed track is removed.
+when its label first settles or changes, ``item.left`` when a confirmed track is removed, carrying
+the last label the item had (the classifier forgets a removed track in the same update, so the
+pipeline keeps each item's label itself). With ``baskets`` (``stream.baskets``), each frame's item
+events are followed by the basket events they cause, and ``finish`` closes the open basket.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream.baskets import Baskets
 from stream.stages.protocols import BoxesLike, ClassifierLike, SegmenterLike, TrackerLike
 from stream.types import (
     CONFIRMED,
@@ -53,13 +57,15 @@ def _bbox(xyxy: np.ndarray) -> list[float]:
 
 class Pipeline:
     def __init__(self, segmenter: SegmenterLike, boxes: BoxesLike, tracker: TrackerLike,
-                 classifier: ClassifierLike, events: EventsLike) -> None:
+                 classifier: ClassifierLike, events: EventsLike, *, baskets: Baskets | None = None) -> None:
         self.segmenter = segmenter
         self.boxes = boxes
         self.tracker = tracker
         self.classifier = classifier
         self.events = events
+        self.baskets = baskets
         self._entered: dict[int, list[float]] = {}  # confirmed track -> its last confirmed box
+        self._labels: dict[int, Label | None] = {}  # confirmed track -> its last label
         self._size: tuple[int, int] | None = None
         self._last: Frame | None = None
 
@@ -74,7 +80,7 @@ class Pipeline:
         frame, dets = detected.frame, detected.detections
         events: list[dict] = []
         if self._size is not None and frame.size != self._size:
-            events += self.finish()  # new geometry: every item so far has left the picture
+            events += self._leave_all()  # new geometry: every item so far has left the picture
             self.tracker.reset()
             self.classifier.reset()
         self._size = frame.size
@@ -95,11 +101,14 @@ class Pipeline:
                 events.append(self.events.item("item.entered", frame, tid, box, self.classifier.label(tid)))
             if state == CONFIRMED:
                 self._entered[tid] = box
+                self._labels[tid] = self.classifier.label(tid)
             if tid in changed:
                 events.append(self.events.item("item.classified", frame, tid, box, changed[tid]))
             if state == CONFIRMED:
                 views.append(TrackView(tid, tuple(box), int(tracks.detection_index[i]),  # type: ignore[arg-type]
                                        self.classifier.label(tid)))
+        if self.baskets is not None:
+            events += self.baskets.update(events, frame.t_capture)
         times = StageTimes(segment=detected.segment_ms, boxes=detected.boxes_ms,
                            track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0)
         return FrameResult(frame, dets, tuple(views), tuple(events), times)
@@ -116,12 +125,12 @@ class Pipeline:
 
     def _left(self, track_id: int, frame: Frame) -> list[dict]:
         box = self._entered.pop(track_id, None)
+        label = self._labels.pop(track_id, None)
         if box is None:
             return []  # never confirmed: it never entered, so it does not leave
-        return [self.events.item("item.left", frame, track_id, box, self.classifier.label(track_id))]
+        return [self.events.item("item.left", frame, track_id, box, label)]
 
-    def finish(self) -> list[dict]:
-        """``item.left`` for every item still present (end of stream, new geometry)."""
+    def _leave_all(self) -> list[dict]:
         events: list[dict] = []
         if self._last is None:
             return events
@@ -129,8 +138,21 @@ class Pipeline:
             events += self._left(tid, self._last)
         return events
 
+    def finish(self) -> list[dict]:
+        """``item.left`` for every item still present, then (with baskets) the basket events they
+        cause and the open basket's ``basket.closed`` (reason ``end_of_stream``)."""
+        events = self._leave_all()
+        if self.baskets is not None:
+            if self._last is not None:
+                events += self.baskets.update(events, self._last.t_capture)
+            events += self.baskets.close("end_of_stream")
+        return events
+
     def reset(self) -> None:
         self._entered.clear()
+        self._labels.clear()
+        if self.baskets is not None:
+            self.baskets.reset()
         self._size = None
         self._last = None
         self.tracker.reset()

@@ -183,3 +183,38 @@ def test_tracks_select() -> None:
                score=np.zeros(3, np.float32), age=np.zeros(3, np.int32))
     assert t.select(t.state == 1).track_id.tolist() == [6]
     assert t[[2, 0]].track_id.tolist() == [7, 5] and len(t[[]]) == 0
+
+
+def test_item_left_carries_the_last_label_after_the_classifier_forgot_the_track():
+    # The red item is removed (max_lost_frames after it left) long before the end of the stream: the
+    # classifier drops a removed track in the same update, so item.left must not ask it.
+    script, frames = two_items_scene(n=70, leave_at=30)
+    pipe, _ = build(script)
+    events = run(pipe, frames)
+    left = {e["track_id"]: e for e in events if e["type"] == "item.left"}
+    last = {e["track_id"]: e["label"] for e in events if e["type"] == "item.classified"}
+    assert set(left) == set(last) and len(left) == 2
+    first_left = min(left.values(), key=lambda e: e["seq"])
+    assert first_left["frame_index"] < 69  # removed mid-stream, not at finish()
+    for tid, event in left.items():
+        assert (event["label"], event["unknown"]) == (last[tid], False)
+
+
+def test_baskets_follow_the_item_events_and_finish_closes_the_basket():
+    from stream.baskets import Baskets, replay  # noqa: PLC0415
+
+    script, frames = two_items_scene(n=70, leave_at=30)
+    cfg = load_config(overrides={"basket.mode": "belt"})
+    det = ScriptedDetector(script)
+    events_factory = EventFactory("run", "fake")
+    classifier = Classifier(cfg.classify, MeanColourEmbedder(), BruteCatalog(CATALOG))
+    pipe = Pipeline(det, det, Tracker(cfg.track), classifier, events_factory,
+                    baskets=Baskets(cfg.basket, events_factory))
+    events = run(pipe, frames)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    for ev in events:
+        validate(ev)
+    closed = [e for e in events if e["type"] == "basket.closed"]
+    assert len(closed) == 1 and closed[0]["reason"] == "end_of_stream" and events[-1] is closed[0]
+    assert [line["product"] for line in closed[0]["receipt"]["items"]] == ["blue-thing", "red-thing"]
+    assert replay(events) == closed[0]["receipt"]
