@@ -26,9 +26,9 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
-from stream.config import load_config  # noqa: E402
-from stream.stages.boxes import BoxExtractor, Scratch, components_with_stats  # noqa: E402
-from stream.types import SegMap  # noqa: E402
+from stream.config import load_config
+from stream.stages.boxes import BoxExtractor, Scratch, components_with_stats
+from stream.types import SegMap
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boxes.json"
 

@@ -36,15 +36,15 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.app import build_runtime  # noqa: E402
-from stream.config import load_config  # noqa: E402
-from stream.sinks import MemorySink  # noqa: E402
-from stream.sources.demo import demo_photos  # noqa: E402
-from stream.sources.file import open_source  # noqa: E402
-from stream.stages.catalog import Catalog  # noqa: E402
-from stream.stages.embed import Embedder  # noqa: E402
-from stream.stages.segment import Segmenter  # noqa: E402
-from stream.synthetic.scene import CheckoutScene  # noqa: E402
+from stream.app import build_runtime
+from stream.config import load_config
+from stream.sinks import MemorySink
+from stream.sources.demo import demo_photos
+from stream.sources.file import open_source
+from stream.stages.catalog import Catalog
+from stream.stages.embed import Embedder
+from stream.stages.segment import Segmenter
+from stream.synthetic.scene import CheckoutScene
 
 
 class Slowed:

@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.config import load_config, replace  # noqa: E402
-from stream.events import EventFactory  # noqa: E402
-from stream.sinks import JsonlFileSink, SinkSet, StdoutSink, TcpSink  # noqa: E402
-from stream.types import Frame, Label  # noqa: E402
+from stream.config import load_config, replace
+from stream.events import EventFactory
+from stream.sinks import JsonlFileSink, SinkSet, StdoutSink, TcpSink
+from stream.types import Frame, Label
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sinks.json"
 CFG = replace(load_config().events, sinks=(), client_buffer=1024, replay_ring=10000, token="")
@@ -89,7 +89,7 @@ def run(name: str, events: list[dict[str, Any]], *, paced: bool, stuck: bool, re
     tcp = TcpSink("127.0.0.1", 0, CFG)
     clients = Clients(tcp.port, stuck, reader)
     sink: Any = tcp
-    devnull = open(os.devnull, "w")  # noqa: SIM115  (closed below, after the sink)
+    devnull = open(os.devnull, "w")  # noqa: SIM115
     if full_set:
         path = tmp / f"events-{len(list(tmp.iterdir()))}.jsonl"
         sink = SinkSet([StdoutSink(devnull), JsonlFileSink(path), tcp])
