@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -158,6 +158,23 @@ class HttpConfig(Section):
     client_timeout_s: float = Field(ge=0.1, le=60)
 
 
+Point = Annotated[tuple[float, float], Field(strict=False)]
+
+
+class ZoneConfig(Section):
+    """A counting polygon in source pixels (see stream/stages/zones.py)."""
+
+    name: str = Field(min_length=1)
+    polygon: tuple[Point, ...] = Field(strict=False, min_length=3)
+
+
+class StationConfig(Section):
+    """A station profile (``checkout-stream station create``) and the counting zones."""
+
+    path: str
+    zones: tuple[ZoneConfig, ...] = _list()
+
+
 class RuntimeConfig(Section):
     threaded: bool
     stats_interval_s: float = Field(ge=0.0, le=3600)
@@ -175,6 +192,7 @@ class Config(Section):
     basket: BasketConfig
     overlay: OverlayConfig
     http: HttpConfig
+    station: StationConfig
     runtime: RuntimeConfig
 
 

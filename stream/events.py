@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from stream.stages.zones import WHOLE_FRAME
 from stream.types import UNKNOWN, Frame, Label
 
 SCHEMA_ID = "checkout-stream/event/1"
@@ -135,8 +136,9 @@ class EventFactory:
         }
 
     def item(self, type: str, frame: Frame, track_id: int, bbox: Sequence[float],
-             label: Label | None) -> dict[str, Any]:
-        """An ``item.*`` event for one track seen in ``frame``; ``bbox`` is xyxy in source pixels.
+             label: Label | None, *, zone: str = WHOLE_FRAME) -> dict[str, Any]:
+        """An ``item.*`` event for one track seen in ``frame``; ``bbox`` is xyxy in source pixels,
+        ``zone`` the counting zone the item is in (stream/stages/zones.py; default the whole frame).
 
         ``label`` None (not yet recognised) reports label "unknown", score 0, no candidates.
         """
@@ -147,6 +149,7 @@ class EventFactory:
         age_ms = round((self._clock() - frame.t_capture) * 1000.0, 3)
         event = self._envelope(type, int(track_id), int(frame.index), utc_iso(frame.utc_capture), age_ms)
         event["bbox"] = box
+        event["zone"] = str(zone)
         if label is None:
             event.update(label=UNKNOWN, score=0.0, margin=0.0, topk=[], unknown=True)
         else:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.config import load_config
+from stream.events import EventFactory, validate
+from stream.outputs.overlay import Overlay
 from stream.stages.zones import (
     WHOLE_FRAME,
     Zone,
@@ -15,10 +20,9 @@ from stream.stages.zones import (
     assign,
     contains,
     parse_polygon,
-    select,
     zones_from_config,
 )
-from stream.types import Detections
+from stream.types import Detections, Frame, FrameResult, StageTimes
 
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float64)
 L_SHAPE = np.array([[0, 0], [10, 0], [10, 4], [4, 4], [4, 10], [0, 10]], np.float64)
@@ -124,11 +128,6 @@ def test_filter_empty_detections() -> None:
     assert len(kept) == 0 and names == ()
 
 
-def test_select_checks_the_mask() -> None:
-    with pytest.raises(ValueError, match="rows"):
-        select(_det([(1, 1)]), np.array([True, False]))
-
-
 def test_zones_from_config() -> None:
     zones = zones_from_config([{"name": "belt", "polygon": "0,0 10,0 10,10"}, {"polygon": [[0, 0], [1, 0], [1, 1]]}])
     assert [z.name for z in zones] == ["belt", "zone2"]
@@ -138,3 +137,33 @@ def test_zones_from_config() -> None:
         zones_from_config(["0,0 1,0 1,1"])
     with pytest.raises(ValueError, match="at least 3"):
         Zone("x", np.zeros((2, 2)))
+
+
+def test_item_events_carry_their_zone_and_match_the_schema() -> None:
+    frame = Frame(
+        image=np.zeros((10, 10, 3), np.uint8),
+        index=3,
+        t_capture=time.monotonic(),
+        utc_capture=time.time(),
+        source="test",
+    )
+    events = EventFactory("run", "test")
+    default = events.item("item.entered", frame, 1, [0, 0, 5, 5], None)
+    tray = events.item("item.left", frame, 1, [0, 0, 5, 5], None, zone="tray")
+    assert default["zone"] == WHOLE_FRAME
+    assert tray["zone"] == "tray"
+    validate(default)
+    validate(tray)
+    with pytest.raises(Exception, match="zone"):
+        validate({k: v for k, v in tray.items() if k != "zone"})
+
+
+def test_overlay_draws_the_zones() -> None:
+    frame = Frame(image=np.zeros((40, 40, 3), np.uint8), index=0, t_capture=0.0, utc_capture=0.0, source="t")
+    result = FrameResult(frame, Detections.empty((4, 4)), (), (), StageTimes(0.0, 0.0, 0.0, 0.0))
+    cfg = load_config().overlay
+    plain = Overlay(cfg).draw(result)
+    zoned = Overlay(cfg, (Zone("tray", np.array([[5, 5], [35, 5], [35, 35], [5, 35]], np.float64)),)).draw(result)
+    assert not plain.any()
+    assert zoned[5, 20].any() and zoned[35, 20].any()  # the outline
+    assert not zoned[20, 20].any()  # not filled

@@ -6,16 +6,20 @@ Drawn once per output frame by the runtime and shared by every output (window, r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from stream.config import OverlayConfig
+from stream.stages.zones import Zone
 from stream.types import FrameResult, Label
 
 _GOLDEN = 0.618033988749895
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _SCALE = 0.5
 _PAD = 3
+_ZONE_COLOUR = (255, 255, 0)  # cyan (BGR): zones are drawn thin, under the items
 
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2
 
@@ -57,8 +61,9 @@ def place_chip(size: tuple[int, int], box: Rect, frame: tuple[int, int], taken: 
 class Overlay:
     """Draws one FrameResult onto a copy of its frame."""
 
-    def __init__(self, cfg: OverlayConfig) -> None:
+    def __init__(self, cfg: OverlayConfig, zones: Sequence[Zone] = ()) -> None:
         self.cfg = cfg
+        self.zones = tuple(zones)
 
     def draw(self, result: FrameResult, status: str = "") -> np.ndarray:
         """The annotated BGR image (a new array); ``status`` is a line for the top-left corner."""
@@ -68,6 +73,11 @@ class Overlay:
         views = [v for v in result.tracks if v.detection_index >= 0]
         if views and inst.size > 1:
             self._tint_and_outline(image, inst, views)
+        for zone in self.zones:  # counting zones: items outside them are not reported
+            pts = np.round(zone.polygon).astype(np.int32)
+            cv2.polylines(image, [pts], True, _ZONE_COLOUR, 1, cv2.LINE_AA)
+            x, y = int(pts[:, 0].min()), int(pts[:, 1].min())
+            cv2.putText(image, zone.name, (x + _PAD, y + 4 * _PAD), _FONT, _SCALE, _ZONE_COLOUR, 1, cv2.LINE_AA)
         taken: list[Rect] = []
         if status and self.cfg.show_fps:
             (tw, th), base = cv2.getTextSize(status, _FONT, _SCALE, 1)

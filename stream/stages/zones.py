@@ -28,7 +28,7 @@ class Zone:
 
     def __post_init__(self) -> None:
         p = self.polygon
-        if not isinstance(p, np.ndarray) or p.ndim != 2 or p.shape[1] != 2 or len(p) < MIN_VERTICES:  # noqa: PLR2004
+        if not isinstance(p, np.ndarray) or p.ndim != 2 or p.shape[1] != 2 or len(p) < MIN_VERTICES:
             found = p.shape if isinstance(p, np.ndarray) else type(p).__name__
             raise ValueError(f"zone {self.name!r}: expected at least {MIN_VERTICES} (x, y) points, found {found}")
         if not np.isfinite(p).all():
@@ -111,25 +111,6 @@ def assign(zones: Sequence[Zone], points: np.ndarray) -> np.ndarray:
     return out
 
 
-def select(det: Detections, keep: np.ndarray) -> Detections:
-    """The rows of ``det`` where ``keep`` (bool [N]) holds, the instance map renumbered to match."""
-    keep = np.asarray(keep, bool)
-    if keep.shape != (len(det),):
-        raise ValueError(f"select: expected a bool mask of {len(det)} rows, found shape {keep.shape}")
-    if keep.all():
-        return det
-    lut = np.zeros(len(det) + 1, np.int32)
-    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return Detections(
-        xyxy=det.xyxy[keep],
-        area=det.area[keep],
-        centroid=det.centroid[keep],
-        confidence=det.confidence[keep],
-        class_id=det.class_id[keep],
-        instance_map=lut[det.instance_map],
-    )
-
-
 class ZoneFilter:
     """Detections -> (the detections inside some zone, the zone name of each kept row)."""
 
@@ -148,7 +129,7 @@ class ZoneFilter:
         if not self._zones:
             return det, (WHOLE_FRAME,) * len(det)
         idx = assign(self._zones, det.centroid)
-        kept = select(det, idx >= 0)
+        kept = det if bool((idx >= 0).all()) else det.select(idx >= 0)
         return kept, tuple(self._names[i] for i in idx[idx >= 0])
 
 
