@@ -13,7 +13,7 @@ import pytest
 
 from stream.config import load_config
 from stream.stages import onnx_model
-from stream.synthetic.scene import DEMO_PRODUCTS, render_packshot
+from stream.synthetic.products import DEMO_PRODUCTS, render_packshot
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,8 @@ import threading
 import time
 
 from stream.sources.demo import SceneSource, demo_photos
-from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene
+from stream.synthetic.products import DEMO_PRODUCTS
+from stream.synthetic.scene import CheckoutScene
 
 
 def test_reads_every_frame_then_ends():

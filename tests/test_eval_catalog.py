@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from stream.synthetic.scene import DEMO_PRODUCTS, render_packshot
+from stream.synthetic.products import DEMO_PRODUCTS, render_packshot
 from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parents[1]

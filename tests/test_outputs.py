@@ -15,7 +15,8 @@ import pytest
 
 from stream.config import load_config
 from stream.outputs.overlay import Overlay, place_chip, track_colour
-from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
+from stream.synthetic.products import DEMO_PRODUCTS, render_packshot
+from stream.synthetic.scene import CheckoutScene
 from stream.types import Detections, Frame, FrameResult, Label, TrackView
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.synthetic.scene import (
-    DEMO_PRODUCTS,
-    CheckoutScene,
-    SceneFrame,
-    counter_texture,
-    product_sprite,
-    render_packshot,
-    scene_length_frames,
-)
+from stream.synthetic.products import DEMO_PRODUCTS, product_sprite, render_packshot
+from stream.synthetic.scene import CheckoutScene, SceneFrame, counter_texture, scene_length_frames
 
 
 @pytest.mark.parametrize(("fps", "duration", "expected"), [(30.0, 0.01, 1), (30.0, 60.0, 1800),

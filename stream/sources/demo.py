@@ -6,7 +6,8 @@ import threading
 import time
 
 from stream.sources.base import Source, SourceProperties
-from stream.synthetic.scene import DEMO_PRODUCTS, CheckoutScene, render_packshot
+from stream.synthetic.products import DEMO_PRODUCTS, render_packshot
+from stream.synthetic.scene import CheckoutScene
 from stream.types import Frame
 
 PACKSHOT_VIEWS = 8  # catalog photos per demo product (pose, size and lighting variations)
