@@ -4,6 +4,7 @@ exactly its receipt and that a replay of the same input reproduces every event_i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -252,3 +253,46 @@ def test_replaying_a_baskets_events_gives_exactly_its_receipt(ops: list, mode: s
     again = run_ops(ops, mode)
     assert [e["event_id"] for e in again] == [e["event_id"] for e in out]
     assert len({e["event_id"] for e in out}) == len(out)
+
+
+# -- a real clip through the real runtime -----------------------------------------------------------
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "car-detection.mp4"
+ICONIC = CLIP.parents[1] / "grocery-store" / "iconic"
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.skipif(not CLIP.exists() or not ICONIC.exists(), reason="../shared/data (clips, grocery-store) absent")
+def test_real_clip_item_left_labels_and_basket_receipts() -> None:
+    import cv2  # noqa: PLC0415
+
+    from stream.app import build_runtime, load_recognition  # noqa: PLC0415
+    from stream.sinks import MemorySink  # noqa: PLC0415
+    from stream.sources.file import open_source  # noqa: PLC0415
+
+    config = load_config(overrides={"runtime.stats_interval_s": 0.0})
+    photos = {p.stem: [cv2.imread(str(p))] for p in sorted(ICONIC.glob("*.jpg"))[:20]}
+    embedder, catalog = load_recognition(config, photos=photos)
+    sink = MemorySink()
+    rt = build_runtime(
+        config,
+        lambda on_status, stop: open_source(str(CLIP), config.source, on_status, stop),
+        sink,
+        embedder=embedder,
+        catalog=catalog,
+    )
+    rt.run()
+    events = sink.events
+    last = {e["track_id"]: e["label"] for e in events if e["type"] == "item.classified"}
+    left = {e["track_id"]: e["label"] for e in events if e["type"] == "item.left"}
+    assert len(last) >= 3, "the clip should give several recognised items"
+    assert {t: left[t] for t in last} == last  # every item.left says its last item.classified
+    baskets: dict[str, list[dict]] = {}
+    for e in events:
+        if e["type"].startswith("basket."):
+            baskets.setdefault(e["basket_id"], []).append(e)
+    assert baskets and events[-2]["type"] == "basket.closed" and events[-2]["reason"] == "end_of_stream"
+    for evs in baskets.values():
+        assert evs[-1]["type"] == "basket.closed" and replay(evs) == evs[-1]["receipt"]
+    for e in events:
+        validate(e)
