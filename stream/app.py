@@ -23,6 +23,7 @@ from stream.baskets import Baskets
 from stream.config import Config
 from stream.events import EventFactory
 from stream.outputs.display import Recorder, Window, display_available
+from stream.outputs.lane import LaneHttp, lane_identity
 from stream.outputs.overlay import Overlay
 from stream.pipeline import Pipeline
 from stream.runtime import FrameOutput, Runtime, SinksLike, StatusInbox
@@ -118,19 +119,38 @@ def build_runtime(cfg: Config, open_source: OpenSource, sinks: SinksLike, *,
                    shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop)
 
 
+def _with_live(outputs: MakeOutputs, http: LaneHttp) -> MakeOutputs:
+    """The live view takes the frames drawn for a window or recording; without those it draws the
+    newest one itself, only when someone watches (the runtime then draws nothing)."""
+
+    def make(props: SourceProperties) -> list[FrameOutput]:
+        outs = list(outputs(props))
+        return [*outs, http.view] if outs else []
+
+    return make
+
+
 def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threading.Event) -> dict[str, Any]:
     """Build a lane, run it until its source ends or ``stop`` is set, release everything; the summary."""
     with contextlib.ExitStack() as stack:
+        # Up before the models load: /healthz answers and /readyz says why it is not ready yet.
+        http = stack.enter_context(LaneHttp(cfg.http, cfg.events.token)) if cfg.http.bind else None
         segmenter = Segmenter(cfg.segment)
         embedder, catalog = load_recognition(cfg, options.catalog, options.photos)
-        sinks = SinkSet(make_sinks(cfg.events.sinks, cfg.events))
+        sinks = SinkSet([*make_sinks(cfg.events.sinks, cfg.events), *([http.view] if http else [])])
         stack.callback(sinks.close)
         frames_log = None
         if options.frames_log is not None:
             frames_log = stack.enter_context(open(options.frames_log, "w", buffering=1 << 16))  # noqa: SIM115
+        outputs = window_and_recorder(cfg, options.record, options.display)
+        if http is not None:
+            outputs = _with_live(outputs, http)
         rt = build_runtime(cfg, open_source, sinks, embedder=embedder, catalog=catalog,
-                           outputs=window_and_recorder(cfg, options.record, options.display),
-                           frames_log=frames_log, stop=stop, segmenter=segmenter)
+                           outputs=outputs, frames_log=frames_log, stop=stop, segmenter=segmenter)
+        if http is not None:
+            http.attach(rt, sinks, lane_identity(segmenter, embedder, catalog),
+                        draw=rt.overlay or Overlay(cfg.overlay))
+            rt.observer = http
         stack.callback(rt.source.close)
         summary = rt.run()
     return summary

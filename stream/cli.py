@@ -47,6 +47,8 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
         overrides["source.realtime"] = True
     if getattr(args, "events", None):
         overrides["events.sinks"] = list(args.events)
+    if getattr(args, "http", None):
+        overrides["http.bind"] = args.http
     if getattr(args, "provider", None):
         overrides["segment.model.provider"] = args.provider
         overrides["classify.model.provider"] = args.provider
@@ -177,6 +179,9 @@ def _live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="FILE", help="write the annotated video to FILE (.mp4)")
     p.add_argument("--events", metavar="SPEC", action="append",
                    help="event sink: stdout, tcp://127.0.0.1:PORT or jsonl:FILE (repeatable; default stdout)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve /healthz /readyz /metrics /live there (127.0.0.1:8080; other hosts need "
+                        "events.token or CHECKOUT_STREAM_TOKEN)")
     p.add_argument("--frames-log", metavar="FILE", type=Path,
                    help="one JSON line per processed frame: times, frame age, confirmed tracks")
 

@@ -39,6 +39,14 @@ class SinksLike(Protocol):
     def close(self) -> None: ...
 
 
+class FrameObserver(Protocol):
+    """Told of every processed frame (update thread) and every overlay drawn (output thread); must
+    return in microseconds (the HTTP lane: histograms, and the newest result for the live view)."""
+
+    def processed(self, result: FrameResult, age_ms: float) -> None: ...
+    def drawn(self, overlay_ms: float) -> None: ...
+
+
 class DrawerLike(Protocol):
     def draw(self, result: FrameResult, status: str = "") -> np.ndarray: ...
 
@@ -199,6 +207,7 @@ class Runtime:
         self._stop = stop or threading.Event()
         self._fps_window: deque[float] = deque(maxlen=60)
         self._last_stats = time.monotonic()
+        self.observer: FrameObserver | None = None  # set by the app (stream.outputs.lane.LaneHttp)
 
     def stop(self) -> None:
         """Ask the run to end (any thread); ``run()`` returns within about ``shutdown_timeout_s``."""
@@ -282,6 +291,7 @@ class Runtime:
                     break
                 self.stats.frames_read += 1
                 frames.put(frame)
+                self.stats.frames_dropped = frames.dropped  # live, for /metrics
         except Exception:  # a failed source ends the run cleanly; the CLI reports it
             log.exception("capture failed")
         finally:
@@ -333,6 +343,8 @@ class Runtime:
         st.frame_age.add(age)
         for name in ("segment", "boxes", "track", "classify"):
             st.stages[name].add(getattr(result.times, name))
+        if self.observer is not None:
+            self.observer.processed(result, age)
         self._fps_window.append(time.monotonic())
         if self.frames_log is not None:
             self._log_frame(result, age)
@@ -386,7 +398,10 @@ class Runtime:
             for out in self.outputs:
                 keep_going = out.write(image, result) and keep_going
             self.stats.frames_output += 1
-            self.stats.stages["overlay"].add((time.perf_counter() - t0) * 1000.0)
+            overlay_ms = (time.perf_counter() - t0) * 1000.0
+            self.stats.stages["overlay"].add(overlay_ms)
+            if self.observer is not None:
+                self.observer.drawn(overlay_ms)
         self._maybe_stats()
         return keep_going
 

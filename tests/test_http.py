@@ -9,6 +9,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -180,7 +181,7 @@ def test_frame_jpeg_is_encoded_on_demand_and_rate_capped(lane):
     lane.view.write(image(50), result(50))
     code, headers, again = get(lane.url + "/api/frame.jpg")  # within 1/live_fps: the cached picture
     assert headers["X-Frame-Index"] == "49" and again == body and lane.view.encoded == 1
-    lane.clock.t += 1.0 / lane.cfg.live_fps
+    lane.clock.t += 1.5 / lane.cfg.live_fps
     _, headers, _ = get(lane.url + "/api/frame.jpg")
     assert headers["X-Frame-Index"] == "50" and lane.view.encoded == 2
 
@@ -361,3 +362,44 @@ def test_lane_http_is_up_before_the_lane_is_built_and_reads_the_runtime_once_att
 
 def test_lane_identity_leaves_out_what_is_absent():
     assert lane_identity() == {"models": {}}
+
+
+def test_the_readme_lists_every_metric():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, (kind, _, _) in METRICS.items():
+        full = PREFIX + name + ("_total" if kind == "counter" else "")
+        assert f"| `{full}` |" in readme, f"README's metric table lacks {full}"
+
+
+def test_observed_results_are_drawn_only_when_asked_and_drawn_frames_take_over():
+    clock = Clock()
+    drawn = []
+
+    def draw(res: FrameResult) -> np.ndarray:
+        drawn.append(res.frame.index)
+        return image(res.frame.index)
+
+    view = LiveView(http_cfg(), draw=draw, clock=clock)
+    for i in range(30):  # the update thread's side: references only
+        view.observe(result(i))
+    assert drawn == [] and view.frame_info()["index"] == 29
+    assert view.jpeg().frame_index == 29 and view.jpeg().frame_index == 29 and drawn == [29]
+    view.write(image(100), result(100))  # a window or recorder drew this one: shown as drawn
+    view.observe(result(101))  # ignored from now on (the drawn frames are the ones to show)
+    clock.t += 1.0
+    assert view.jpeg().frame_index == 100 and drawn == [29]
+
+
+def test_lane_http_observes_every_frame_for_the_histograms():
+    ln = LaneHttp(http_cfg(bind="127.0.0.1:0")).start()
+    try:
+        for i in range(3):
+            ln.processed(result(i), age_ms=30.0)
+        ln.drawn(4.0)
+        fams = _families(get(ln.url + "/metrics")[2].decode())
+        samples = {(s.name, s.labels.get("stage")): s.value for s in fams[PREFIX + "stage_seconds"].samples}
+        assert samples[(PREFIX + "stage_seconds_count", "segment")] == 3
+        assert samples[(PREFIX + "stage_seconds_count", "overlay")] == 1
+        assert ln.view.frame_info()["index"] == 2
+    finally:
+        ln.close()

@@ -4,9 +4,10 @@ the hook-up to a runtime and its sinks).
 
 ``LaneHttp`` starts before the models load, so /healthz answers and /readyz says why it is not ready
 during start-up; ``attach`` connects it to the runtime once that is built (models are loaded by
-then); ``close`` stops the server after the run. Every reading is a snapshot taken on the server's
-threads: the frame loop only pays ``LiveView.write``/``publish`` (a reference swap, a deque append)
-and ``LaneMetrics.observe_frame``.
+then); ``close`` stops the server after the run. It is the runtime's frame observer (``processed``,
+``drawn``): the histograms see every frame, and the view keeps the newest result. Every reading is a
+snapshot taken on the server's threads: the frame loop only pays reference swaps, deque appends and
+``LaneMetrics.observe_frame`` (a few microseconds).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import numpy as np
+
 from stream.config import HttpConfig
 from stream.outputs.http import HttpServer, parse_bind
 from stream.outputs.live import LiveView, Picture
 from stream.outputs.metrics import LaneMetrics
+from stream.types import FrameResult
 
 
 class StatsLike(Protocol):
@@ -31,6 +35,12 @@ class RuntimeLike(Protocol):
     so it is read afresh each time)."""
 
     stats: Any
+
+    def status_line(self) -> str: ...
+
+
+class DrawerLike(Protocol):
+    def draw(self, result: FrameResult, status: str = "") -> np.ndarray: ...
 
 
 class SinkStatsLike(Protocol):
@@ -168,14 +178,42 @@ class LaneHttp:
         self.server.start()
         return self
 
-    def attach(self, runtime: RuntimeLike, sinks: SinkStatsLike, identity: Mapping[str, Any] | None = None) -> None:
-        """The lane is built: read its counters from ``runtime.stats`` and its sinks' ``stats()``."""
+    def attach(
+        self,
+        runtime: RuntimeLike,
+        sinks: SinkStatsLike,
+        identity: Mapping[str, Any] | None = None,
+        draw: DrawerLike | None = None,
+    ) -> None:
+        """The lane is built: read its counters from ``runtime.stats`` and its sinks' ``stats()``;
+        ``draw`` is the overlay for frames the view draws itself (with the runtime's status line)."""
         self.metrics.identity = dict(identity or {})
         self._sinks = sinks
+        if draw is not None:
+            self.view.draw = lambda result: draw.draw(result, runtime.status_line())
         self._runtime = runtime
+
+    # -- the runtime's frame observer (update and output threads: O(1) plus a histogram observe) ----
+    def processed(self, result: FrameResult, age_ms: float) -> None:
+        """One processed frame: its stage times and age into the histograms, the result to the view."""
+        t = result.times
+        self.metrics.observe_frame(
+            {"segment": t.segment, "boxes": t.boxes, "track": t.track, "classify": t.classify}, age_ms
+        )
+        self.view.observe(result)
+
+    def drawn(self, overlay_ms: float) -> None:
+        """The runtime drew one frame's overlay for its outputs, in ``overlay_ms``."""
+        self.metrics.observe_frame({"overlay": overlay_ms}, None)
 
     def close(self) -> None:
         self.server.close()
+
+    def __enter__(self) -> LaneHttp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _counters(self) -> dict[str, Any]:
         rt = self._runtime

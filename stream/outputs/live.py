@@ -1,11 +1,14 @@
 """The live view's state: the newest annotated frame, the current items and the last events.
 
-``LiveView`` is both a ``stream.runtime.FrameOutput`` (``write(image, result)`` on the output
-thread) and an event sink (``publish(event)`` on the update thread, beside the real sinks). Both
-calls only swap in a reference or append to a bounded deque: O(1), no copying, no encoding, so the
-frame loop pays nothing for the view. The HTTP threads do the work, on demand: ``jpeg()`` encodes
-the newest frame at most ``live_fps`` times a second however many viewers poll it (a shared cache),
-and ``state()`` turns the newest result into JSON-ready dicts. Nothing is encoded when nobody looks.
+``LiveView`` takes frames two ways: as a ``stream.runtime.FrameOutput`` (``write(image, result)`` on
+the output thread: the overlay the runtime drew once for a window or recording too) or, when nothing
+else needs a drawn frame, as the runtime's observer (``observe(result)`` on the update thread: the
+result only, drawn here with ``draw`` when someone looks). It is also an event sink (``publish``, on
+the update thread beside the real sinks). Each of these only swaps in a reference or appends to a
+bounded deque: O(1), no copying, drawing or encoding, so the frame loop pays nothing for the view.
+The HTTP threads do the work, on demand: ``jpeg()`` draws (if needed) and encodes the newest frame at
+most once per ``1 / live_fps`` however many viewers poll it (a shared cache); nothing is drawn or
+encoded when nobody looks.
 
 Read from any thread: every method returns a snapshot; nothing returned is shared with the loop.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +42,14 @@ class Picture:
 class LiveView:
     """See the module docstring. ``clock`` is ``time.monotonic`` (injectable for tests)."""
 
-    def __init__(self, cfg: HttpConfig, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, cfg: HttpConfig, draw: Callable[[FrameResult], np.ndarray] | None = None, clock: Any = time.monotonic
+    ) -> None:
         self.cfg = cfg
+        self.draw = draw  # the overlay for observed results (set by whoever wires the view)
         self._clock = clock
-        self._latest: tuple[np.ndarray, FrameResult] | None = None
+        self._latest: tuple[np.ndarray | None, FrameResult] | None = None
+        self._drawn_by_runtime = False
         self._last_write: float | None = None
         self.frames_written = 0
         self._lock = threading.Lock()  # events, counts and source state (publish vs HTTP readers)
@@ -53,17 +61,27 @@ class LiveView:
         self.published = 0
         self._encode_lock = threading.Lock()  # one encoder at a time; the others reuse its result
         self._picture: Picture | None = None
-        self._encoded_at = -1e9
+        self._encoded_slot = -1
         self.encoded = 0
         self.closed = False
 
     # -- the loop's side (must stay O(1)) -----------------------------------------------------------
     def write(self, image: np.ndarray, result: FrameResult) -> bool:
         """Keep a reference to the newest drawn frame (never modified: the runtime draws a new one)."""
+        self._drawn_by_runtime = True  # from now on observe() defers to the drawn frames
         self._latest = (image, result)  # one reference swap: atomic under the GIL
         self._last_write = self._clock()
         self.frames_written += 1
         return True
+
+    def observe(self, result: FrameResult) -> None:
+        """Keep a reference to the newest processed frame, drawn only when a viewer asks for it
+        (ignored once ``write`` delivers drawn frames: those are the ones to show)."""
+        if self._drawn_by_runtime:
+            return
+        self._latest = (None, result)
+        self._last_write = self._clock()
+        self.frames_written += 1
 
     def publish(self, event: dict[str, Any]) -> None:
         """Count and remember one event (the sink seam); source.* events set the source state."""
@@ -119,21 +137,26 @@ class LiveView:
             return list(reversed(self._events))
 
     def jpeg(self) -> Picture | None:
-        """The newest frame as JPEG, re-encoded at most ``live_fps`` times a second (None before the
-        first frame)."""
+        """The newest frame as JPEG, re-encoded at most once per ``1 / live_fps`` time slot (None before
+        the first frame)."""
         latest = self._latest
         if latest is None:
             return None
         with self._encode_lock:
             pic = self._picture
             index = latest[1].frame.index
-            fresh = pic is not None and (
-                pic.frame_index == index or self._clock() - self._encoded_at < 1.0 / self.cfg.live_fps
-            )
-            if fresh:
+            # One encode per 1/live_fps time slot at most: a viewer polling at live_fps gets a new
+            # picture on every poll, and any number of viewers never raise the encode rate.
+            slot = int(self._clock() * self.cfg.live_fps)
+            if pic is not None and (pic.frame_index == index or slot == self._encoded_slot):
                 return pic
-            self._picture = Picture(self._encode(latest[0]), index)
-            self._encoded_at = self._clock()
+            image = latest[0]
+            if image is None:
+                if self.draw is None:
+                    raise RuntimeError("LiveView: observe() needs a draw callable to show frames")
+                image = self.draw(latest[1])
+            self._picture = Picture(self._encode(image), index)
+            self._encoded_slot = slot
             self.encoded += 1
             return self._picture
 
