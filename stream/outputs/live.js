@@ -49,8 +49,8 @@ function render(s) {
   for (const ev of s.events) {
     const li = document.createElement("li");
     const what = ev.track_id == null ? "" : ` #${ev.track_id}`;
-    const label = ev.label ? ` ${ev.label} ${Number(ev.score).toFixed(2)}` : "";
-    li.textContent = `${ev.seq ?? ""} ${ev.type}${what}${label}`;
+    const label = !ev.label ? "" : ev.unknown ? " unknown" : ` ${ev.label} ${Number(ev.score).toFixed(2)}`;
+    li.textContent = `${ev.seq ?? ""}  ${ev.type}${what}${label}`;
     events.appendChild(li);
   }
 }
