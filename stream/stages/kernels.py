@@ -29,7 +29,7 @@ def runs_capacity(h: int, w: int) -> int:
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _find(parent, i):  # type: ignore[no-untyped-def]
+def _find(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]  # path halving keeps the trees flat
         i = parent[i]
@@ -37,7 +37,7 @@ def _find(parent, i):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _join(parent, rx0, rx1, p, cur_start, nr, d):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _join(parent, rx0, rx1, p, cur_start, nr, d):  # noqa: PLR0917
     """Join run ``nr`` with the previous row's runs ``[p, cur_start)`` it touches; returns the new p.
 
     Those runs are sorted by x: skip the ones wholly left of run nr, then join every one that
@@ -58,7 +58,7 @@ def _join(parent, rx0, rx1, p, cur_start, nr, d):  # type: ignore[no-untyped-def
 
 
 @njit(nogil=True, cache=True)
-def _scan(classes, words, lut, eight, runs, pix):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _scan(classes, words, lut, eight, runs, pix):  # noqa: PLR0917
     """Find SEED runs and join them across rows; list GROW pixels in ``pix[0]``; count UNKNOWN.
 
     Returns (n_runs, n_components, n_grow, n_unknown); run labels 1..n follow raster order.
@@ -119,7 +119,7 @@ def _scan(classes, words, lut, eight, runs, pix):  # type: ignore[no-untyped-def
 
 
 @njit(nogil=True, cache=True)
-def _flood(labels, classes, lut, queue, head, tail, eight, layers):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _flood(labels, classes, lut, queue, head, tail, eight, layers):  # noqa: PLR0917
     """Breadth-first spread of queued labels into unlabelled GROW pixels, at most ``layers`` pixel
     layers beyond the queued ones; returns the new tail."""
     h, w = labels.shape
@@ -147,7 +147,7 @@ def _flood(labels, classes, lut, queue, head, tail, eight, layers):  # type: ign
 
 
 @njit(nogil=True, cache=True)
-def _grow(labels, classes, lut, pix, ng, n, eight, reach):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _grow(labels, classes, lut, pix, ng, n, eight, reach):  # noqa: PLR0917
     """Give each GROW pixel (``pix[0, :ng]``) within ``reach`` pixels of a seed the label of the
     nearest seed, breadth first.
 
@@ -190,7 +190,7 @@ def _grow(labels, classes, lut, pix, ng, n, eight, reach):  # type: ignore[no-un
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _row_sum(a, y, x0, x1):  # type: ignore[no-untyped-def]
+def _row_sum(a, y, x0, x1):
     """Sum of a[y, x0:x1]. fastmath lets the sum be reordered and vectorised (about 3x faster); the
     last-bit difference is immaterial for a mean confidence."""
     s = 0.0
@@ -200,7 +200,7 @@ def _row_sum(a, y, x0, x1):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True)
-def _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes):  # noqa: PLR0917
     """Per-label sums: area, box (min x, min y, max x + 1, max y + 1), (sum x, sum y, sum conf),
     and class counts. Row 0 (no label) is unused."""
     h, w = labels.shape
@@ -248,7 +248,7 @@ def _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_c
 
 
 @njit(nogil=True, cache=True)
-def _keep(labels, runs, nr, pix, ng, area, min_area):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def _keep(labels, runs, nr, pix, ng, area, min_area):  # noqa: PLR0917
     """Drop components under ``min_area`` pixels, relabel the rest 1..m in order; returns remap.
 
     Only runs and rim pixels are rewritten, never the whole image.
@@ -277,7 +277,7 @@ def _keep(labels, runs, nr, pix, ng, area, min_area):  # type: ignore[no-untyped
 
 
 @njit(nogil=True, cache=True)
-def _pick_class(counts, item):  # type: ignore[no-untyped-def]
+def _pick_class(counts, item):
     """The most frequent item class of one component; one that is all rim takes the rim's class."""
     best = -1
     best_any = 0
@@ -290,7 +290,7 @@ def _pick_class(counts, item):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True)
-def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach):  # type: ignore[no-untyped-def]  # noqa: PLR0917
+def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach):  # noqa: PLR0917
     """Label the map and measure every component of at least ``min_area`` pixels.
 
     classes: uint8 [h, w]; words: the same bytes as uint64 (or empty: no background skipping);
@@ -331,7 +331,7 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
 
 
 @njit(nogil=True, cache=True)
-def region_stats(labels, n, confidence, has_conf):  # type: ignore[no-untyped-def]
+def region_stats(labels, n, confidence, has_conf):
     """Area, box and sums (layout as ``extract``'s) of any label image, one pass over every pixel.
 
     Labels outside 1..n are ignored.
