@@ -61,7 +61,7 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
 def _run(args: argparse.Namespace, cfg: Config, open_source: Callable, photos: dict | None = None,
          default_record: Path | None = None) -> int:
     from stream.app import RunOptions, run
-    from stream.runtime import write_summary
+    from stream.stats import write_summary
 
     stop = threading.Event()
 

@@ -18,14 +18,15 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.cli import main as cli_main
 from stream.config import ConfigError, HttpConfig, load_config, replace
 from stream.events import EventFactory
 from stream.outputs.http import HttpServer, parse_bind
 from stream.outputs.lane import LaneHttp, LaneState, lane_identity
 from stream.outputs.live import LiveView
 from stream.outputs.metrics import METRICS, PREFIX
-from stream.runtime import RunStats
 from stream.sinks import MemorySink, SinkSet
+from stream.stats import RunStats
 from stream.types import Detections, FrameResult, Label, StageTimes, TrackView
 from tests.fakes import frame
 
@@ -403,3 +404,17 @@ def test_lane_http_observes_every_frame_for_the_histograms():
         assert ln.view.frame_info()["index"] == 2
     finally:
         ln.close()
+
+
+@pytest.mark.parametrize(
+    ("bind", "message"),
+    [
+        ("nonsense", "bad HTTP bind 'nonsense'"),
+        ("0.0.0.0:0", "refusing to serve HTTP on 0.0.0.0 without events.token"),
+    ],
+)
+def test_cli_bad_http_bind_is_a_one_line_error(bind, message, capsys, monkeypatch):
+    monkeypatch.delenv("CHECKOUT_STREAM_TOKEN", raising=False)
+    assert cli_main(["run", "missing.mp4", "--no-display", "--http", bind, "--events", "jsonl:/dev/null"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

@@ -11,11 +11,12 @@ import pytest
 from stream.config import load_config
 from stream.events import EventFactory
 from stream.pipeline import Pipeline
-from stream.runtime import Percentiles, Runtime
+from stream.runtime import Runtime
 from stream.sinks import MemorySink
 from stream.sources.base import Source, SourceProperties, SourceStatus
 from stream.stages.classify import Classifier
 from stream.stages.track import Tracker
+from stream.stats import Percentiles
 from tests.fakes import ScriptedDetector, frame
 
 pytestmark = pytest.mark.timeout(60)
