@@ -30,6 +30,8 @@ from tqdm import tqdm
 from stream.eval.segment import IMAGE_SUFFIXES, upsample_nearest
 from stream.stages.boxes import BoxExtractor
 from stream.stages.segment import Segmenter
+from stream.stages.station import Station
+from stream.stages.zones import Zone, ZoneFilter
 from stream.types import Detections, SegMap
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
         raise FileNotFoundError(f"no readable mask {path} (expected a PNG with the image's stem)")
-    if mask.ndim == 3:  # noqa: PLR2004 - an RGB mask: any channel set
+    if mask.ndim == 3:
         mask = mask.max(axis=2)
     if mask.shape != shape:
         raise ValueError(
@@ -226,7 +228,17 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def product_stages(segment_cfg: Any, boxes_cfg: Any) -> tuple[SegmentFn, ExtractFn, dict[str, str]]:
-    """The runtime's Segmenter and BoxExtractor as the two callables ``eval_count`` takes."""
-    segmenter, boxes = Segmenter(segment_cfg), BoxExtractor(boxes_cfg)
-    return segmenter.segment, lambda _image, segmap: boxes.extract(segmap), segmenter.identity
+def product_stages(segment_cfg: Any, boxes_cfg: Any, station: Station | None = None,
+                   zones: Sequence[Zone] = ()) -> tuple[SegmentFn, ExtractFn, dict[str, str]]:
+    """The runtime's Segmenter (through ``station``'s gate when given) and BoxExtractor (then the
+    zones) as the two callables ``eval_count`` takes, and the segmenter's identity."""
+    segmenter, boxes, zone_filter = Segmenter(segment_cfg), BoxExtractor(boxes_cfg), ZoneFilter(zones)
+
+    def segment(image: np.ndarray) -> SegMap:
+        segmap = segmenter.segment(image)
+        return station.apply(image, segmap) if station is not None else segmap
+
+    def extract(_image: np.ndarray, segmap: SegMap) -> Detections:
+        return zone_filter.apply(boxes.extract(segmap))[0]
+
+    return segment, extract, segmenter.identity
