@@ -8,6 +8,7 @@ stop (SIGTERM) and restart: what a POS with a persistent session sees.
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -47,8 +48,10 @@ class Broker:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        # Started as root, mosquitto would drop to its own user, which cannot write a private temporary
+        # directory: name the current user (no effect when not root) so the session file is saved.
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 0\n"
             "log_dest none\n"
         )
@@ -61,7 +64,12 @@ class Broker:
         wait_port(self.port)
         return self
 
+    @property
+    def session_file(self) -> Path:
+        return self.workdir / "mosquitto.db"
+
     def stop(self) -> None:
+        """SIGTERM: mosquitto saves its sessions (``session_file``) and exits."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)

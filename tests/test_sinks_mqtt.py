@@ -4,6 +4,9 @@ start, a spool overflow reported as stream.gap. Spec parsing is a table without 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from stream.sinks.mqtt import MqttSink, parse_mqtt
 from stream.types import Frame
 from tests.mqtt_broker import MOSQUITTO, Broker, Subscriber, free_port
 
+REPO = Path(__file__).resolve().parents[1]
 needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (.ci/install-services.sh)")
 
 
@@ -122,6 +126,7 @@ def test_broker_stopped_mid_run_loses_nothing_and_publish_never_blocks(broker: B
         if i == 200:
             assert sub.wait_for(lambda s: len(s.events()) >= 150, 10)
             broker.stop()
+            assert broker.session_file.exists()  # the subscriber's session survives the restart
         if i == 400:
             assert sink.stats()["spooled"] >= 100  # held, not lost, while the broker was away
             broker.start()
@@ -192,3 +197,59 @@ def test_spool_overflow_drops_the_oldest_and_the_subscriber_gets_a_gap_event(bro
     assert ids(rest) == ids(events[15:])
     st = sink.stats()
     assert (st["dropped"], st["delivered"], st["gaps"]) == (15, 5, 1)
+
+
+@needs_broker
+@pytest.mark.network
+@pytest.mark.slow
+def test_live_demo_with_the_broker_stopped_6_s_delivers_every_stdout_event(tmp_path: Path) -> None:
+    """The real CLI, live-paced: every event printed on stdout reaches a subscriber (by event_id)
+    although the broker is stopped for 6 s mid-run, and frame age during the outage is no worse."""
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, "checkout-stream/#", client_id="pos-1")  # persistent session
+    out, frames = tmp_path / "stdout.jsonl", tmp_path / "frames.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream",
+        "demo",
+        "--duration",
+        "24",
+        "--no-display",
+        "--events",
+        "stdout",
+        "--events",
+        f"mqtt://127.0.0.1:{broker.port}",
+        "--frames-log",
+        str(frames),
+    ]
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while out.stat().st_size == 0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)  # the first event: models loaded, frames flowing
+        time.sleep(3)
+        down = time.time()
+        broker.stop()
+        time.sleep(6)
+        broker.start()
+        up = time.time()
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+        printed = {e["event_id"] for e in map(json.loads, out.read_text().splitlines()) if "event_id" in e}
+        assert sub.wait_for(lambda s: {e.get("event_id") for e in s.events()} >= printed, 20), (
+            f"{len(printed - {e.get('event_id') for e in sub.events()})} of {len(printed)} events missing"
+        )
+        assert "MQTT broker" in err and "lost" in err  # the outage really hit the run
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+    rows = [json.loads(line) for line in frames.read_text().splitlines()]
+    inside = [r["age_ms"] for r in rows if down <= r["capture_utc"] < up]
+    rest = [r["age_ms"] for r in rows if not down <= r["capture_utc"] < up]
+    assert len(inside) > 10 and len(rest) > 10
+    assert np.percentile(inside, 50) <= 1.5 * np.percentile(rest, 50) + 50.0
