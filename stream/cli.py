@@ -41,6 +41,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 # ------------------------------------------------------------------------------------- building
 
+# Secrets a deployment keeps out of config files: environment variable -> config key.
+ENV_SECRETS = (
+    ("CHECKOUT_STREAM_MQTT_USERNAME", "events.mqtt.username"),
+    ("CHECKOUT_STREAM_MQTT_PASSWORD", "events.mqtt.password"),
+    ("CHECKOUT_STREAM_WEBHOOK_TOKEN", "events.webhook.token"),
+)
+
+
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
     overrides: dict[str, Any] = dict(extra or {})
     if getattr(args, "realtime", False):
@@ -55,6 +63,9 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     token = os.environ.get("CHECKOUT_STREAM_TOKEN")
     if token:
         overrides["events.token"] = token
+    for env, key in ENV_SECRETS:
+        if os.environ.get(env):
+            overrides[key] = os.environ[env]
     return load_config(getattr(args, "config", None), overrides)
 
 
@@ -178,7 +189,8 @@ def _live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--record", metavar="FILE", help="write the annotated video to FILE (.mp4)")
     p.add_argument("--events", metavar="SPEC", action="append",
-                   help="event sink: stdout, tcp://127.0.0.1:PORT or jsonl:FILE (repeatable; default stdout)")
+                   help="event sink: stdout, tcp://127.0.0.1:PORT, jsonl:FILE, mqtt://HOST:PORT[/PREFIX] or "
+                        "https://HOST/PATH (webhook) (repeatable; default stdout)")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve /healthz /readyz /metrics /live there (127.0.0.1:8080; other hosts need "
                         "events.token or CHECKOUT_STREAM_TOKEN)")
