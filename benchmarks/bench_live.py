@@ -67,7 +67,7 @@ def _url(proc: subprocess.Popen, log: Path) -> str:
     raise SystemExit(f"bench_live: no HTTP:\n{log.read_text()[-2000:]}")
 
 
-def run_arm(clip: Path, arm: str, realtime: bool, tmp: Path) -> dict[str, Any]:
+def run_arm(clip: Path, arm: str, realtime: bool, tmp: Path, live_fps: float) -> dict[str, Any]:
     events = tmp / f"events-{time.monotonic_ns()}.jsonl"
     log = tmp / "run.log"
     cmd = [sys.executable, "-m", "stream", "run", str(clip), "--no-display", "--events", f"jsonl:{events}"]
@@ -85,7 +85,7 @@ def run_arm(clip: Path, arm: str, realtime: bool, tmp: Path) -> dict[str, Any]:
         if browser is not None:
             browser.open(url + "/live")
         if arm == ARMS[2]:
-            poller = Poller(url, load_config().http.live_fps)
+            poller = Poller(url, live_fps)
             poller.start()
         while proc.poll() is None:
             if url:
@@ -133,12 +133,13 @@ def main() -> int:
     args = ap.parse_args()
     if BROWSER_MISSING:
         raise SystemExit(f"bench_live: {BROWSER_MISSING}")
+    live_fps = load_config().http.live_fps
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for realtime in (True, False):
             for _ in range(args.repeats):
                 for arm in ARMS:
-                    rows.append(run_arm(args.clip, arm, realtime, Path(tmp)))
+                    rows.append(run_arm(args.clip, arm, realtime, Path(tmp), live_fps))
                     r = rows[-1]
                     print(
                         f"{'paced' if realtime else 'offline':<8}{arm:<38}{r['fps']:>7.1f} fps  age p50 "
