@@ -86,7 +86,7 @@ def embed_all(model: Path, cache: Path | None, threads: int = 1) -> dict[str, Em
             )
             for name in SETS
         }
-    from stream.config import load_config  # noqa: PLC0415 - keeps --help fast
+    from stream.config import load_config  # noqa: PLC0415
     from stream.stages.embed import Embedder  # noqa: PLC0415
 
     cfg = load_config(

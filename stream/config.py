@@ -86,6 +86,8 @@ class ClassifyConfig(Section):
     crop_padding: float = Field(ge=0.0, le=1.0)
     mask_background: bool
     unknown_threshold: float = Field(ge=-1.0, le=1.0)
+    unknown_margin: float = Field(ge=0.0, le=2.0)
+    unknown_cohort: int = Field(ge=1, le=100)
     top_k: int = Field(ge=1, le=100)
     switch_margin: float = Field(ge=0.0, le=2.0)
     min_embeddings: int = Field(ge=1, le=1000)

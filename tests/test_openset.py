@@ -65,14 +65,44 @@ def test_closed_set_ignores_absent_queries() -> None:
     assert r == {"top1": 0.5, "top5": 1.0, "n_queries": 2}
 
 
-def test_unknown_rule_decides_like_the_threshold() -> None:
+def test_unknown_rule_threshold_alone() -> None:
     rule = UnknownRule(threshold=0.5)
     scores = np.array([[0.2, 0.49], [0.51, 0.1]], np.float32)
-    best, rejected, conf = rule.decide(scores)
+    best, rejected, ranked = rule.decide(scores)
     assert best.tolist() == [1, 0] and rejected.tolist() == [True, False]
-    assert conf.tolist() == pytest.approx([0.49, 0.51])
-    assert rule.rejects(0.49) and not rule.rejects(0.5)
-    assert UnknownRule.from_config(load_config().classify).threshold == load_config().classify.unknown_threshold
+    assert ranked[:, 0].tolist() == pytest.approx([0.49, 0.51])
+    assert rule.rejects((0.49, 0.1)) and not rule.rejects((0.5, 0.49))
+
+
+@pytest.mark.parametrize(
+    ("scores", "unknown"),
+    [
+        ((), True),  # nothing found: unknown
+        ((0.9,), False),  # one product: no cohort, only the threshold
+        ((0.2,), True),
+        ((0.9, 0.5, 0.5, 0.5, 0.5), False),  # stands 0.4 above the next four
+        ((0.9, 0.85, 0.8, 0.8, 0.75), True),  # resembles several products alike: absent
+        ((0.9, 0.85, 0.8, 0.8, 0.75, 0.1, 0.1), True),  # only the next ``cohort`` count
+        ((0.9, 0.6), False),  # fewer than ``cohort`` others: their mean
+    ],
+)
+def test_unknown_rule_margin_over_the_cohort(scores: tuple[float, ...], unknown: bool) -> None:
+    assert UnknownRule(threshold=0.3, margin=0.2, cohort=4).rejects(scores) is unknown
+
+
+def test_unknown_rule_margin_zero_is_off_and_sweeps_override() -> None:
+    rule = UnknownRule(threshold=0.3, margin=0.0, cohort=2)
+    ranked = np.array([[0.9, 0.89, 0.88], [0.25, 0.0, 0.0]])
+    assert rule.rejected(ranked).tolist() == [False, True]
+    assert rule.rejected(ranked, margin=0.1).tolist() == [True, True]
+    assert rule.rejected(ranked, threshold=0.0).tolist() == [False, False]
+    assert rule.k == 3
+
+
+def test_unknown_rule_reads_its_config() -> None:
+    c = load_config().classify
+    rule = UnknownRule.from_config(c)
+    assert (rule.threshold, rule.margin, rule.cohort) == (c.unknown_threshold, c.unknown_margin, c.unknown_cohort)
 
 
 @pytest.mark.parametrize("absent", [0, 2])
@@ -93,5 +123,7 @@ def test_eval_catalog_reports_the_open_set_when_products_are_absent(tmp_path: Pa
     assert o["n_absent_queries"] == 3 * absent and o["n_known_queries"] == 3 * (5 - absent)
     assert o["threshold"] == c.classify.unknown_threshold
     assert 0.0 <= o["unknown_rejected"] <= 1.0 and 0.0 <= o["known_correct"] <= 1.0
-    assert o["sweep"][0]["unknown_rejected"] == 0.0 and o["sweep"][-1]["known_correct"] == 0.0
+    sweep = o["threshold_sweep"]
+    assert sweep[0]["unknown_rejected"] == 0.0 and sweep[-1]["known_correct"] == 0.0
+    assert [r["margin"] for r in o["margin_sweep"]][:2] == [0.0, 0.01]
     assert "open set" in format_table(result)

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream.config import CatalogConfig, ClassifyConfig
-from stream.eval.openset import ABSENT, open_set_figures, threshold_sweep
+from stream.eval.openset import ABSENT, rule_figures
 from stream.stages.catalog import Catalog, CatalogError, find_photos
 from stream.stages.classify import UnknownRule
 from stream.stages.embed import Embedder
@@ -28,7 +28,6 @@ from stream.stages.embed import Embedder
 log = logging.getLogger(__name__)
 
 BATCH = 32
-SWEEP = tuple(round(0.02 * i, 2) for i in range(-10, 52))  # cosine thresholds -0.2 .. 1.02 (rejects all)
 
 
 def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, catalog_cfg: CatalogConfig,
@@ -42,18 +41,19 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
     files = [(p, f) for p, fs in sorted(found.items()) for f in fs]
     if not files:
         raise CatalogError(f"no query photos in {queries}: expected {queries}/<product>/*.jpg")
+    rule = UnknownRule.from_config(classify_cfg)
     labels: list[str] = []
     ranked: list[tuple[str, ...]] = []
-    best: list[float] = []
+    scores: list[tuple[float, ...]] = []
     unreadable = 0
     batch: list[np.ndarray] = []
     batch_labels: list[str] = []
 
     def flush() -> None:
         if batch:
-            for m in catalog.search(embedder.embed(batch), 5):
-                ranked.append(m.products)
-                best.append(m.scores[0] if m.scores else -1.0)
+            for m in catalog.search(embedder.embed(batch), max(5, rule.k)):
+                ranked.append(m.products[:5])
+                scores.append(m.scores[: rule.k])
             labels.extend(batch_labels)
             batch.clear()
             batch_labels.clear()
@@ -72,7 +72,7 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
     skipped = int(absent.sum())
     if skipped:
         log.info("%d queries of products not in the gallery: measured as the open set", skipped)
-    open_set = _open_set(labels, ranked, np.asarray(best, np.float32), known, UnknownRule.from_config(classify_cfg))
+    open_set = _open_set(labels, ranked, scores, known, rule)
     labels = [t for t, a in zip(labels, absent, strict=True) if not a]
     ranked = [r for r, a in zip(ranked, absent, strict=True) if not a]
     hits1 = np.array([r[:1] == (t,) for t, r in zip(labels, ranked, strict=True)], dtype=bool)
@@ -100,35 +100,36 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
     }
 
 
-def _open_set(labels: list[str], ranked: list[tuple[str, ...]], best: np.ndarray, known: set[str],
+def _open_set(labels: list[str], ranked: list[tuple[str, ...]], scores: list[tuple[float, ...]], known: set[str],
               rule: UnknownRule) -> dict[str, Any] | None:
-    """Open-set figures at ``rule`` and swept over its threshold; None without absent-product queries."""
+    """Open-set figures at ``rule`` and swept; None without absent-product queries."""
     if all(t in known for t in labels):
         return None
     names = sorted(known)
     pos = {p: i for i, p in enumerate(names)}
     truth = np.array([pos.get(t, ABSENT) for t in labels], dtype=np.int64)
     pred = np.array([pos[r[0]] if r else ABSENT for r in ranked], dtype=np.int64)
-    rejected = np.array([rule.rejects(float(b)) for b in best], dtype=bool)
-    return {**open_set_figures(pred, rejected, truth), "threshold": rule.threshold, "rule": rule.describe()["rule"],
-            "sweep": threshold_sweep(best, pred, truth, SWEEP)}
+    return rule_figures(rule, np.asarray(scores, dtype=np.float64), pred, truth)
 
 
 def plot_open_set(result: dict[str, Any], path: Path) -> Path:
-    """Draw ``result["open_set"]["sweep"]`` (absent rejected vs present named right, the configured
-    threshold marked) to a PNG. Needs matplotlib (the dev extra)."""
-    sweep = (result.get("open_set") or {}).get("sweep")
-    if not sweep:
+    """Draw the open-set sweeps of ``result`` (absent rejected vs present named right; the configured
+    rule marked) to a PNG. Needs matplotlib (the dev extra)."""
+    o = result.get("open_set")
+    if not o:
         raise ValueError("no open-set sweep to plot: the queries hold no product absent from the gallery")
-    import matplotlib  # noqa: PLC0415 - optional, dev/bench only
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
-    ax.plot([s["unknown_rejected"] for s in sweep], [s["known_correct"] for s in sweep], ".-", lw=1)
-    o = result["open_set"]
-    ax.plot([o["unknown_rejected"]], [o["known_correct"]], "o", color="C3", label=f"threshold {o['threshold']}")
+    for key, label in (("margin_sweep", f"margin swept (threshold {o['threshold']})"),
+                       ("threshold_sweep", "threshold swept (no margin)")):
+        rows = o[key]
+        ax.plot([r["unknown_rejected"] for r in rows], [r["known_correct"] for r in rows], ".-", lw=1, label=label)
+    ax.plot([o["unknown_rejected"]], [o["known_correct"]], "o", color="C3",
+            label=f"default: threshold {o['threshold']}, margin {o['margin']}")
     ax.set_xlabel("absent products rejected")
     ax.set_ylabel("present products named right")
     ax.grid(alpha=0.3)
@@ -151,7 +152,8 @@ def format_table(result: dict[str, Any], worst: int = 10) -> str:
     if (o := result.get("open_set")) is not None:
         lines.append(f"open set   absent rejected {o['unknown_rejected'] * 100:.1f} %, present named right"
                      f" {o['known_correct'] * 100:.1f} %, present rejected {o['known_rejected'] * 100:.1f} %"
-                     f" (threshold {o['threshold']}; {o['n_absent_queries']} absent, {o['n_known_queries']} present)")
+                     f" (threshold {o['threshold']}, margin {o['margin']}; {o['n_absent_queries']} absent,"
+                     f" {o['n_known_queries']} present)")
     per = sorted(result["per_product"].items(), key=lambda kv: (kv[1], kv[0]))[:worst]
     if per:
         lines.append(f"worst {len(per)} products (top-1, queries):")

@@ -2,8 +2,8 @@
 
 A product's score for a query is its best photo's cosine similarity (``Catalog.search``). Open set:
 queries whose product is absent from the gallery must come out unknown, present ones named right.
-``open_set`` applies the runtime's rule (``stream.stages.classify.unknown_rule``) at the configured
-setting; ``threshold_sweep`` varies the rule's threshold so a user can pick an operating point.
+``rule_figures`` applies the runtime's rule (``stream.stages.classify.UnknownRule``) at its setting and
+sweeps it (its margin at its threshold, and its threshold alone) so a user can pick an operating point.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.stages.classify import UnknownRule
+
 ABSENT = -1
+THRESHOLDS = tuple(round(0.02 * i, 2) for i in range(-10, 52))  # cosine -0.2 .. 1.02 (rejects all)
+MARGINS = tuple(round(0.01 * i, 2) for i in range(0, 61))  # 0 (off) .. 0.6
 
 
 def product_scores(queries: np.ndarray, gallery: np.ndarray, owner: np.ndarray, n_products: int) -> np.ndarray:
@@ -60,6 +64,24 @@ def open_set_figures(pred: np.ndarray, rejected: np.ndarray, truth: np.ndarray) 
         "known_rejected": float(rejected[known].mean()) if known.any() else None,
         "n_absent_queries": int(absent.sum()),
         "n_known_queries": int(known.sum()),
+    }
+
+
+def rule_figures(rule: UnknownRule, ranked: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Open-set figures at ``rule`` plus ``margin_sweep`` (its margin varied at its threshold) and
+    ``threshold_sweep`` (its threshold varied, margin off). ``ranked``: each query's best product scores,
+    best first [Q, >= 1]; ``pred``: the best product's index; ``truth``: ABSENT or the product index."""
+    at_rule = open_set_figures(pred, rule.rejected(ranked), truth)
+    return {
+        **at_rule,
+        **rule.describe(),
+        "margin_sweep": [
+            {"margin": m, **open_set_figures(pred, rule.rejected(ranked, margin=m), truth)} for m in MARGINS
+        ],
+        "threshold_sweep": [
+            {"threshold": t, **open_set_figures(pred, rule.rejected(ranked, threshold=t, margin=0.0), truth)}
+            for t in THRESHOLDS
+        ],
     }
 
 

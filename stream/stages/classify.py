@@ -23,28 +23,65 @@ BORDER_WEIGHT = 0.3  # a crop cut by the frame edge shows part of the item: trus
 
 @dataclass(frozen=True)
 class UnknownRule:
-    """When a match is not trusted and the item is called unknown: its best product's cosine is below
-    ``threshold`` (``classify.unknown_threshold``). One rule for the runtime (per track, on the mean of
-    its embeddings) and for ``eval catalog`` / the benchmarks (per photo), so both report the same."""
+    """When a match is not trusted and the item is called unknown. One rule for the runtime (per track,
+    on the mean of its embeddings) and for ``eval catalog`` / the benchmarks (per photo).
+
+    Unknown when the best product's cosine is below ``threshold`` (``classify.unknown_threshold``), or
+    when it stands less than ``margin`` (``classify.unknown_margin``; 0 turns this off) above the mean
+    of the next ``cohort`` products' scores (``classify.unknown_cohort``). The margin needs no tuning
+    per catalog: a product absent from the catalog resembles several products about equally, while a
+    present one stands out from the rest, whether the catalog holds one packshot or dozens of photos
+    per product (a raw cosine threshold moves with the photos per product). A catalog with a single
+    product has no cohort: only the threshold applies.
+    """
 
     threshold: float
+    margin: float = 0.0
+    cohort: int = 4
 
     @classmethod
     def from_config(cls, cfg: ClassifyConfig) -> UnknownRule:
-        return cls(threshold=cfg.unknown_threshold)
+        return cls(threshold=cfg.unknown_threshold, margin=cfg.unknown_margin, cohort=cfg.unknown_cohort)
 
-    def describe(self) -> dict[str, float | str]:
-        return {"rule": "unknown when the best product's cosine < threshold", "threshold": self.threshold}
+    @property
+    def k(self) -> int:
+        """Products a search must return for the rule: the best and its cohort."""
+        return self.cohort + 1
 
-    def rejects(self, best: float) -> bool:
-        return best < self.threshold
+    def describe(self) -> dict[str, float | int | str]:
+        return {"rule": f"unknown when best cosine < threshold or best - mean(next {self.cohort}) < margin",
+                "threshold": self.threshold, "margin": self.margin, "cohort": self.cohort}
+
+    def standout(self, ranked: np.ndarray) -> np.ndarray:
+        """best - mean of the next ``cohort`` scores, per row of scores sorted best first [Q, K];
+        +inf for rows with no other product."""
+        ranked = np.asarray(ranked, dtype=np.float64)
+        if ranked.ndim != 2 or ranked.shape[1] < 2:
+            return np.full(len(ranked), np.inf)
+        return ranked[:, 0] - ranked[:, 1 : 1 + self.cohort].mean(axis=1)
+
+    def rejected(self, ranked: np.ndarray, threshold: float | None = None,
+                 margin: float | None = None) -> np.ndarray:
+        """bool [Q]: the rule (or the rule at another ``threshold`` / ``margin``, for sweeps) on rows of
+        product scores sorted best first [Q, K]."""
+        t = self.threshold if threshold is None else threshold
+        m = self.margin if margin is None else margin
+        ranked = np.asarray(ranked, dtype=np.float64)
+        out = ranked[:, 0] < t if ranked.size else np.zeros(len(ranked), bool)
+        return (out | (self.standout(ranked) < m)) if m > 0 else out
+
+    def rejects(self, scores: tuple[float, ...]) -> bool:
+        """The rule on one match's product scores, best first (``Match.scores``)."""
+        if not scores:
+            return True
+        return bool(self.rejected(np.asarray([scores[: self.k]], dtype=np.float64))[0])
 
     def decide(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(best product index, rejected, confidence) per row of product scores float [Q, P]; the
-        confidence is what ``threshold`` is compared with (a threshold sweep varies it)."""
-        best_index = np.argmax(scores, axis=1)
-        best = scores[np.arange(len(scores)), best_index]
-        return best_index, best < self.threshold, best
+        """(best product index [Q], rejected [Q], scores of the best ``k`` products sorted [Q, k]) from
+        every product's score [Q, P]."""
+        order = np.argsort(-scores, axis=1)[:, : self.k]
+        ranked = np.take_along_axis(scores, order, axis=1)
+        return order[:, 0], self.rejected(ranked), ranked
 
 
 @dataclass
@@ -152,7 +189,8 @@ class Classifier:
         if not ready:
             return {}
         means = np.stack([self._mean(self._tracks[t]) for t in ready])
-        matches = self.catalog.search(means, self.cfg.top_k)  # type: ignore[union-attr]
+        k = max(self.cfg.top_k, self.rule.k)  # the rule looks past the reported candidates
+        matches = self.catalog.search(means, k)  # type: ignore[union-attr]
         changed = {}
         for tid, match in zip(ready, matches, strict=True):
             mem = self._tracks[tid]
@@ -176,10 +214,10 @@ class Classifier:
         return (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
 
     def _to_label(self, match: Match, n: int) -> Label:
-        topk = tuple(zip(match.products, (float(s) for s in match.scores), strict=True))
+        unknown = self.rule.rejects(match.scores)
+        topk = tuple(zip(match.products, (float(s) for s in match.scores), strict=True))[: self.cfg.top_k]
         best = topk[0][1] if topk else -1.0
         second = topk[1][1] if len(topk) > 1 else -1.0
-        unknown = self.rule.rejects(best)
         product = UNKNOWN if unknown or not topk else topk[0][0]
         return Label(product=product, score=best, margin=best - second, topk=topk,
                      unknown=unknown, n_embeddings=n)
