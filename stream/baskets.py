@@ -115,6 +115,7 @@ class Baskets:
         self._crowded = False
         self._done: set[int] = set()  # still on the counter, but charged in a closed basket
         self._last_activity = 0.0
+        self._close_requested = False
 
     @property
     def lines(self) -> dict[int, Line]:
@@ -125,6 +126,9 @@ class Baskets:
         """Basket events caused by one frame's events (non-item events are ignored) at capture time
         ``now``; an open basket idle for ``idle_close_s`` is closed first."""
         out: list[dict[str, Any]] = []
+        if self._close_requested:
+            self._close_requested = False
+            out += self.close("api")
         if self.basket_id is not None and now - self._last_activity >= self.cfg.idle_close_s:
             out += self.close("idle")
         for event in events:
@@ -143,6 +147,11 @@ class Baskets:
             self._last_activity = now
             out += handler(self, tid, event)
         return out
+
+    def request_close(self) -> None:
+        """Ask, from any thread (an HTTP handler, the POS), that the open basket close with reason
+        ``api`` at the next ``update``: the events are still made on the thread that owns them."""
+        self._close_requested = True
 
     def close(self, reason: str = "api") -> list[dict[str, Any]]:
         """Close the open basket (items still unrecognised are added as unknown first); [] if none."""

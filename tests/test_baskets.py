@@ -4,6 +4,7 @@ exactly its receipt and that a replay of the same input reproduces every event_i
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def test_needs_assist_reasons(changes: dict, steps: list, reason: str) -> None:
 
 
 def test_crowding_asks_once_until_it_clears() -> None:
-    lane = Lane(assist_max_items=1)
+    lane = Lane(assist_max_items=1, assist_unknown=False)
     lane.step(0.0, ("entered", 1, None), ("entered", 2, None), ("entered", 3, None))
     lane.step(0.1, ("left", 3, None), ("left", 2, None))
     lane.step(0.2, ("entered", 4, None))
@@ -187,7 +188,7 @@ def test_idle_closes_and_items_of_a_closed_basket_are_ignored() -> None:
 
 
 def test_every_basket_event_validates_against_the_schema() -> None:
-    lane = Lane(assist_min_margin=0.5, assist_max_items=1)
+    lane = Lane(mode="tray", assist_min_margin=0.5, assist_max_items=1)
     lane.step(0.0, ("entered", 1, None), ("entered", 2, None))
     lane.step(0.1, ("classified", 1, "cola"), ("classified", 2, "unknown"))
     lane.step(0.2, ("classified", 1, "fanta"), ("left", 2, "unknown"))
@@ -196,6 +197,17 @@ def test_every_basket_event_validates_against_the_schema() -> None:
     for event in lane.out:
         validate(event)
         assert event["lane"] == "default" and event["basket_id"] == "run-b/default/1"
+
+
+def test_close_requested_from_another_thread_happens_at_the_next_update() -> None:
+    lane = Lane()
+    lane.step(0.0, ("entered", 1, None), ("classified", 1, "cola"))
+    worker = threading.Thread(target=lane.baskets.request_close)
+    worker.start()
+    worker.join()
+    got = lane.step(0.1, ("entered", 2, None))
+    assert types(got) == ["closed", "opened"] and got[0]["reason"] == "api"
+    assert receipt(got)["items"][0]["track_ids"] == [1]
 
 
 def test_bad_close_reason_names_the_valid_ones() -> None:
