@@ -66,6 +66,19 @@ def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]
         return exc.code, dict(exc.headers), exc.read()
 
 
+class SpoolingSink:
+    """Reports what the MQTT and webhook sinks report (a spool and acknowledged deliveries)."""
+
+    def publish(self, event: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {"published": 9, "delivered": 6, "spooled": 3, "dropped": 0}
+
+
 class Lane:
     """A LiveView + LaneState + HttpServer on 127.0.0.1:0 with fake counters and real sinks."""
 
@@ -73,7 +86,7 @@ class Lane:
         self.clock = Clock()
         self.cfg = http_cfg(**cfg)
         self.view = LiveView(self.cfg, clock=self.clock)
-        self.sinks = SinkSet([MemorySink(), self.view])
+        self.sinks = SinkSet([MemorySink(), SpoolingSink(), self.view])
         self.counters = {"frames_read": 12, "frames_processed": 10, "frames_dropped": 2}
         self.models_loaded = True
         identity = {
@@ -302,6 +315,9 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_lane(lane):
     assert value("stage_seconds", "stage_seconds_sum", stage="segment") == pytest.approx(0.010)
     assert value("stage_seconds", "stage_seconds_count", stage="classify") == 0
     assert value("sink_published", "sink_published_total", sink="MemorySink") == 7
+    assert value("sink_queue_depth", sink="SpoolingSink") == 3
+    assert value("sink_delivered", "sink_delivered_total", sink="SpoolingSink") == 6
+    assert [s.labels["sink"] for s in fams[PREFIX + "sink_delivered"].samples] == ["SpoolingSink"]
     assert value("model_info", model="segmenter") == 1
     info = next(s for s in fams[PREFIX + "model_info"].samples if s.labels.get("model") == "segmenter")
     assert info.labels["sha256"] == "ab" * 32 and info.labels["provider"] == "cpu"

@@ -52,9 +52,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "events": ("counter", ("type",), "events emitted, by type (item.entered, item.classified, ...)"),
     "sink_published": ("counter", ("sink",), "events handed to each sink"),
+    "sink_delivered": ("counter", ("sink",), "events a delivery sink got acknowledged (MQTT, webhook)"),
     "sink_dropped": ("counter", ("sink",), "events a sink dropped because it could not keep up"),
     "sink_errors": ("counter", ("sink",), "events a sink failed to write or send"),
-    "sink_queue_depth": ("gauge", ("sink",), "events waiting in a sink's queue (sinks that report it)"),
+    "sink_queue_depth": ("gauge", ("sink",), "events waiting in a sink's queue or spool (sinks that report it)"),
     "sink_clients": ("gauge", ("sink",), "clients connected to a server sink (TCP)"),
     "sink_clients_cut": ("counter", ("sink",), "clients disconnected for falling behind"),
     "sink_clients_rejected": ("counter", ("sink",), "clients refused (bad or missing token, bad hello)"),
@@ -64,15 +65,16 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "catalog_info": ("info", (), "identity of the catalog: products, vectors, index, embedder"),
 }
 
-# SinkSet.stats() per-sink key -> (metric, kind)
+# metric -> the SinkSet.stats() per-sink keys it is read from (the first one a sink reports)
 _SINK_KEYS = {
-    "published": "sink_published",
-    "dropped": "sink_dropped",
-    "errors": "sink_errors",
-    "queued": "sink_queue_depth",
-    "clients": "sink_clients",
-    "clients_cut": "sink_clients_cut",
-    "clients_rejected": "sink_clients_rejected",
+    "sink_published": ("published",),
+    "sink_delivered": ("delivered",),
+    "sink_dropped": ("dropped",),
+    "sink_errors": ("errors",),
+    "sink_queue_depth": ("queued", "spooled"),
+    "sink_clients": ("clients",),
+    "sink_clients_cut": ("clients_cut",),
+    "sink_clients_rejected": ("clients_rejected",),
 }
 
 
@@ -130,10 +132,11 @@ class LaneMetrics(Collector):
         self._stage = {s: stage.labels(lane, s) for s in STAGES}
         self.registry.register(self)
 
-    def observe_frame(self, stage_ms: Mapping[str, float], age_ms: float) -> None:
-        """One processed frame: its age and each stage's time, in milliseconds (unknown stages are
-        ignored)."""
-        self._age.observe(age_ms / 1000.0)
+    def observe_frame(self, stage_ms: Mapping[str, float], age_ms: float | None) -> None:
+        """One processed frame: its age (None: not known at this call) and each stage's time, in
+        milliseconds (unknown stages are ignored)."""
+        if age_ms is not None:
+            self._age.observe(age_ms / 1000.0)
         for name, ms in stage_ms.items():
             child = self._stage.get(name)
             if child is not None:
@@ -167,15 +170,16 @@ class LaneMetrics(Collector):
         yield from self._info_families()
 
     def _sink_families(self) -> Iterator[Metric]:
-        fams = {key: _family(metric) for key, metric in _SINK_KEYS.items()}
+        fams = {metric: _family(metric) for metric in _SINK_KEYS}
         per = [s for s in (self._sinks() if self._sinks else {}).get("sinks", ()) if s.get("sink") != "LiveView"]
         names = [str(s.get("sink", "sink")) for s in per]
         for i, stats in enumerate(per):
             # Two sinks of one kind (two TCP ports) get distinct labels: TcpSink, TcpSink-2, ...
             name = names[i] if names.count(names[i]) == 1 else f"{names[i]}-{names[: i + 1].count(names[i])}"
-            for key, fam in fams.items():
-                if isinstance(stats.get(key), int | float):
-                    fam.add_metric([self.lane, name], float(stats[key]))
+            for metric, fam in fams.items():
+                value = next((stats[k] for k in _SINK_KEYS[metric] if isinstance(stats.get(k), int | float)), None)
+                if value is not None:
+                    fam.add_metric([self.lane, name], float(value))
         yield from fams.values()
 
     def _info_families(self) -> Iterator[Metric]:
