@@ -17,14 +17,24 @@ from stream.sinks.tcp import TcpSink
 from stream.sinks.webhook import WebhookSink, parse_webhook
 
 __all__ = [
-    "JsonlFileSink", "MemorySink", "MqttSink", "Sink", "SinkError", "SinkSet", "StdoutSink", "TcpSink", "WebhookSink",
+    "JsonlFileSink",
+    "MemorySink",
+    "MqttSink",
+    "Sink",
+    "SinkError",
+    "SinkSet",
+    "StdoutSink",
+    "TcpSink",
+    "WebhookSink",
     "make_sinks",
 ]
 
 log = logging.getLogger(__name__)
 
-SPEC_FORMS = ("stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH, "
-              "mqtt://HOST[:PORT][/PREFIX] (mqtts:// for TLS), https://HOST/PATH (webhook; http:// too)")
+SPEC_FORMS = (
+    "stdout, tcp://HOST:PORT (e.g. tcp://127.0.0.1:9000; port 0 picks one), jsonl:PATH, "
+    "mqtt://HOST[:PORT][/PREFIX] (mqtts:// for TLS), https://HOST/PATH (webhook; http:// too)"
+)
 
 
 def _parse_tcp(spec: str) -> tuple[str, int]:
@@ -53,7 +63,7 @@ def _tcp(spec: str, cfg: EventsConfig) -> Builder:
 
 
 def _jsonl(spec: str, cfg: EventsConfig) -> Builder:
-    path = spec[len("jsonl:"):]
+    path = spec[len("jsonl:") :]
     if not path:
         raise SinkError(f"unknown event sink {spec!r}; valid forms: {SPEC_FORMS}")
     return lambda: JsonlFileSink(path)
@@ -71,8 +81,13 @@ def _webhook(spec: str, cfg: EventsConfig) -> Builder:
 
 # How a spec starts -> its parser, which validates it and returns the sink's builder.
 SINK_FORMS: tuple[tuple[str, Callable[[str, EventsConfig], Builder]], ...] = (
-    ("stdout", _stdout), ("tcp://", _tcp), ("jsonl:", _jsonl), ("mqtt://", _mqtt), ("mqtts://", _mqtt),
-    ("http://", _webhook), ("https://", _webhook),
+    ("stdout", _stdout),
+    ("tcp://", _tcp),
+    ("jsonl:", _jsonl),
+    ("mqtt://", _mqtt),
+    ("mqtts://", _mqtt),
+    ("http://", _webhook),
+    ("https://", _webhook),
 )
 
 
