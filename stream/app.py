@@ -109,7 +109,7 @@ def build_runtime(cfg: Config, open_source: OpenSource, sinks: SinksLike, *,
     inbox = StatusInbox()
     source = open_source(inbox.put, stop)
     props = source.properties
-    events = EventFactory(run_id or uuid.uuid4().hex, props.name)
+    events = EventFactory(run_id or uuid.uuid4().hex, props.name, lane=cfg.http.lane)  # every event names its lane
     baskets = Baskets(cfg.basket, events) if cfg.basket.enabled else None
     pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets)
     frame_outputs = list(outputs(props)) if outputs is not None else []
