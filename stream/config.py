@@ -125,6 +125,7 @@ class EventsConfig(Section):
     spool: int = Field(ge=1, le=1 << 24)
     retry_initial_s: float = Field(ge=0.01, le=60)
     retry_max_s: float = Field(ge=0.01, le=600)
+    drain_timeout_s: float = Field(ge=0.0, le=600)
     mqtt: MqttConfig
     webhook: WebhookConfig
 

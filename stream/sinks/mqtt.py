@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "checkout-stream"
 FORMS = "mqtt://HOST[:PORT][/PREFIX] (e.g. mqtt://127.0.0.1:1883/store-7), mqtts:// for TLS"
 ACK_TIMEOUT_S = 10.0  # a batch not acknowledged in this long is sent again
-CLOSE_TIMEOUT_S = 3.0  # close() waits this long for the spool to drain
 
 
 def parse_mqtt(spec: str) -> tuple[str, int, str, bool]:
@@ -69,12 +68,12 @@ class MqttSink:
         tls: bool = False,
         batch: int = 100,
         ack_timeout_s: float = ACK_TIMEOUT_S,
-        close_timeout_s: float = CLOSE_TIMEOUT_S,
+        close_timeout_s: float | None = None,
     ) -> None:
         self.host, self.port, self.prefix = host, port, prefix.strip("/")
         self.batch = batch
         self.ack_timeout_s = ack_timeout_s
-        self.close_timeout_s = close_timeout_s
+        self.close_timeout_s = cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s
         self._spool = Spool(cfg.spool, "mqtt")
         self._connected = threading.Event()
         self._stop = threading.Event()
