@@ -123,6 +123,7 @@ class EventsConfig(Section):
     replay_ring: int = Field(ge=0, le=1 << 22)
     token: str
     spool: int = Field(ge=1, le=1 << 24)
+    spool_dir: str
     retry_initial_s: float = Field(ge=0.01, le=60)
     retry_max_s: float = Field(ge=0.01, le=600)
     drain_timeout_s: float = Field(ge=0.0, le=600)

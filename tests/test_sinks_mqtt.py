@@ -253,3 +253,27 @@ def test_live_demo_with_the_broker_stopped_6_s_delivers_every_stdout_event(tmp_p
     rest = [r["age_ms"] for r in rows if not down <= r["capture_utc"] < up]
     assert len(inside) > 10 and len(rest) > 10
     assert np.percentile(inside, 50) <= 1.5 * np.percentile(rest, 50) + 50.0
+
+
+@needs_broker
+@pytest.mark.network
+def test_disk_spool_sends_after_a_restart_what_the_broker_never_took(tmp_path: Path) -> None:
+    port = free_port()
+    config = replace(cfg(), spool_dir=str(tmp_path / "spool"))
+    first = MqttSink("127.0.0.1", port, config, close_timeout_s=0.2)
+    events = item_events(10)
+    for event in events:
+        first.publish(event)
+    first.close()  # the run ends with the broker away
+    assert first.stats()["undelivered"] == 10
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", port).start()
+    sub = Subscriber(port, "checkout-stream/#", clean=True)
+    try:
+        second = MqttSink("127.0.0.1", port, config)  # the next run, same spool folder
+        assert sub.wait_for(lambda s: len(s.events()) == 10, 10)
+        second.close()
+        assert ids(sub.events()) == ids(events) and second.stats()["delivered"] == 10
+    finally:
+        sub.close()
+        broker.stop()

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with hook.lock:
                     i = len(hook.requests)
@@ -222,3 +223,21 @@ def test_bad_specs_are_one_line_errors(spec: str) -> None:
     with pytest.raises(SinkError, match="expected https://HOST") as err:
         make_sinks([spec], cfg())
     assert "\n" not in str(err.value)
+
+
+def test_disk_spool_delivers_after_a_restart_what_the_server_never_took(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    config = replace(cfg(), spool_dir=str(tmp_path / "spool"))
+    first = WebhookSink(url, config, close_timeout_s=0.2)
+    events = item_events(10)
+    for event in events:
+        first.publish(event)
+    first.close()  # the process ends with the POS away
+    assert first.stats()["undelivered"] == 10
+    hook = Hook(port)
+    second = WebhookSink(url, config)  # the next run, same spool folder
+    assert wait(lambda: second.stats()["delivered"] == 10)
+    second.close()
+    hook.close()
+    assert ids(hook.accepted()) == ids(events)

@@ -1,11 +1,15 @@
 """The delivery spool (no network): empty first, FIFO batches, in-flight batches never dropped and
-resent unchanged until acked, overflow drops the oldest waiting and reports one gap per lane."""
+resent unchanged until acked, overflow drops the oldest waiting and reports one gap per lane; on disk,
+what was not acknowledged outlives a restart, a torn last line is skipped, the file stays bounded."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from stream.events import EventFactory, validate
+from stream.sinks.base import SinkError
 from stream.sinks.spool import Backoff, Spool
 
 
@@ -64,3 +68,42 @@ def test_backoff_doubles_to_its_cap_and_resets(initial: float, maximum: float, d
     assert [b.next() for _ in delays] == pytest.approx(delays)
     b.reset()
     assert b.next() == initial
+
+
+# -- on disk (events.spool_dir) ----------------------------------------------------------------------
+def test_disk_spool_restores_what_was_not_acknowledged_in_order(tmp_path: Path) -> None:
+    a = Spool(100, "t", tmp_path / "s")
+    for e in events(5):
+        a.put(e)
+    a.ack(a.peek(2, 0.0)[-1][0])
+    a.persist()
+    b = Spool(100, "t", tmp_path / "s")  # a restart
+    assert b.restored == 3 and seqs(b.peek(10, 0.0)) == [3, 4, 5]
+    c = Spool(100, "t", tmp_path / "s")  # acks not yet persisted by b: all three still owed
+    assert c.restored == 3
+    b.ack(b.peek(10, 0.0)[-1][0])
+    b.persist()
+    assert (tmp_path / "s.jsonl").read_text() == "" and Spool(100, "t", tmp_path / "s").restored == 0
+    b.put(events(1)[0])  # tickets keep counting after a restore: a later ack cannot cover it
+    b.persist()
+    assert Spool(100, "t", tmp_path / "s").restored == 1
+
+
+def test_disk_spool_skips_a_line_cut_short_by_a_crash_and_stays_bounded(tmp_path: Path) -> None:
+    a = Spool(4, "t", tmp_path / "s")
+    for e in events(40):
+        a.put(e)
+        a.persist()
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) <= 2 * 4 + 4
+    with open(tmp_path / "s.jsonl", "a") as f:
+        f.write('{"t": 99, "e": {"seq"')  # the process died mid-write
+    b = Spool(4, "t", tmp_path / "s")
+    assert seqs(b.peek(10, 0.0)) == [37, 38, 39, 40]
+
+
+def test_disk_spool_in_an_unwritable_place_is_a_one_line_sink_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SinkError, match="events.spool_dir") as err:
+        Spool(4, "t", blocker / "sub" / "s")
+    assert "\n" not in str(err.value)

@@ -13,7 +13,8 @@ after the broker's PUBACK. paho reconnects with capped exponential backoff (``ev
 broker outage only fills the spool; it is sent on reconnect (a batch cut short is sent again whole:
 at-least-once, deduplicate by ``event_id``). A full spool drops its oldest events, counted and
 reported as a ``stream.gap`` event on ``PREFIX/<lane>/events/stream``. A dead broker is never the
-end of the run. Credentials and TLS come from ``events.mqtt``.
+end of the run. Credentials and TLS come from ``events.mqtt``; with ``events.spool_dir`` the spool
+is kept on disk too and what a run could not deliver is sent by the next.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from stream.baskets import Line, apply, receipt_of
 from stream.config import EventsConfig
 from stream.events import encode
 from stream.sinks.base import SinkError
-from stream.sinks.spool import Spool
+from stream.sinks.spool import Spool, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class MqttSink:
         self.batch = batch
         self.ack_timeout_s = ack_timeout_s
         self.close_timeout_s = cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s
-        self._spool = Spool(cfg.spool, "mqtt")
+        self._spool = Spool(cfg.spool, "mqtt", spool_path(cfg, "mqtt", f"{host}:{port}/{self.prefix}"))
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._closing = False
@@ -129,6 +130,7 @@ class MqttSink:
         self._stop.set()
         self._spool.wake()
         self._thread.join(max(0.1, deadline - time.monotonic()))
+        self._spool.persist()
         self.undelivered = len(self._spool)
         if self.undelivered:
             log.warning(
@@ -183,6 +185,7 @@ class MqttSink:
     # -- the sender thread -------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._spool.persist()
             if not self._connected.wait(0.05):
                 continue
             batch = self._spool.peek(self.batch, 0.05)

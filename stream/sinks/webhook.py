@@ -12,7 +12,8 @@ timeout, 408, 429 or 5xx is retried (the same batch, capped exponential backoff,
 honoured up to ``events.retry_max_s``) for as long as it takes; the spool fills meanwhile and, when
 full, drops its oldest events, counted and reported in a ``stream.gap`` event at the head of the next
 batch. Any other 4xx means the server will never take that batch: it is dropped, counted as
-``rejected`` and logged, so one bad batch cannot wedge delivery.
+``rejected`` and logged, so one bad batch cannot wedge delivery. With ``events.spool_dir`` the spool
+is kept on disk too and what a run could not deliver is sent by the next.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 from stream.config import EventsConfig
 from stream.events import encode
 from stream.sinks.base import SinkError
-from stream.sinks.spool import Backoff, Spool
+from stream.sinks.spool import Backoff, Spool, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class WebhookSink:
         self._headers = {"Content-Type": "application/json", "User-Agent": "checkout-stream"}
         if cfg.webhook.token:
             self._headers["Authorization"] = f"Bearer {cfg.webhook.token}"
-        self._spool = Spool(cfg.spool, "webhook")
+        self._spool = Spool(cfg.spool, "webhook", spool_path(cfg, "webhook", self.url))
         self._backoff = Backoff(cfg.retry_initial_s, cfg.retry_max_s)
         self._retry_max_s = cfg.retry_max_s
         self._stop = threading.Event()
@@ -94,6 +95,7 @@ class WebhookSink:
         self._spool.wake()
         # Not waiting out a POST in flight: its batch is still in the spool, so counted below.
         self._thread.join(max(0.1, deadline - time.monotonic()))
+        self._spool.persist()
         self.undelivered = len(self._spool)
         if self.undelivered:
             log.warning(
@@ -119,6 +121,7 @@ class WebhookSink:
     # -- the sender thread -------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._spool.persist()
             batch = self._spool.peek(self.batch, 0.1)
             if not batch:
                 continue
@@ -130,6 +133,7 @@ class WebhookSink:
                 if outcome != "retry":
                     break
                 self.failures += 1
+                self._spool.persist()  # what arrived meanwhile reaches the disk during an outage too
                 self._stop.wait(max(wait, self._backoff.next()))
             else:
                 return  # stopped with the batch still spooled: counted as undelivered by close()
