@@ -19,6 +19,7 @@ per model sha256 under --cache); a product's score is its best catalog photo's c
   name left out), queries = all val photos; ``topdown``: the 5-photo catalog without 2 of the 8 products,
   every one of the 28 pairs in turn, figures averaged over them.
 
+``--combined NAME=A+B@W`` scores one such combination under a name (e.g. the held-out model's).
 ``--sweep A B`` also scores A and B combined, cosine = (1 - w) cos_A + w cos_B (exactly what
 ``python -m export.combined --w`` exports), for w in --weights: how the combined embedder's w is picked.
 """
@@ -243,6 +244,19 @@ def _named(spec: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _combination(spec: str) -> tuple[str, float, tuple[Path, Path]]:
+    name, _, rest = spec.partition("=")
+    pair, _, w = rest.rpartition("@")
+    a, _, b = pair.partition("+")
+    try:
+        weight = float(w)
+    except ValueError:
+        weight = -1.0
+    if not (name and a and b and 0.0 <= weight <= 1.0):
+        raise SystemExit(f"bench_recognition: error: --combined wants NAME=FT.onnx+IMAGENET.onnx@W, got {spec!r}")
+    return name, weight, (_named(f"a={a}")[1], _named(f"b={b}")[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", help="NAME=PATH.onnx (default: shipped=stream/models/embedder.onnx)")
@@ -252,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("FINETUNED", "IMAGENET"),
         type=Path,
         help="also score the two combined for each --weights w",
+    )
+    p.add_argument(
+        "--combined",
+        nargs="*",
+        default=[],
+        metavar="NAME=FT.onnx+IMAGENET.onnx@W",
+        help="also score a named combination at one w (e.g. a held-out fine-tuned model's)",
     )
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "checkout-stream" / "bench_recognition")
@@ -272,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
                 "w": w,
                 **evaluate(combine(a, b, w), rule),
             }
+    for spec in args.combined:
+        name, w, parts = _combination(spec)
+        ea, eb = (embed_all(m, args.cache, args.threads) for m in parts)
+        results[name] = {
+            "model": f"combined {_shown(parts[0])} + {_shown(parts[1])}",
+            "w": w,
+            **evaluate(combine(ea, eb, w), rule),
+        }
     print(_table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rule": rule.describe(), "results": results}, indent=1) + "\n")
