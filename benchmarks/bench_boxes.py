@@ -61,7 +61,7 @@ def scene(w: int, h: int, seed: int) -> np.ndarray:
         cv2.drawContours(classes, contours, -1, 2, 2)  # later items draw over earlier ones
     for _ in range(int(rng.integers(20, 60))):  # specks
         x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(0, 3))
-        classes[y:y + r + 1, x:x + r + 1] = 1
+        classes[y : y + r + 1, x : x + r + 1] = 1
     return classes
 
 
@@ -96,22 +96,32 @@ def run_case(name: str, classes: np.ndarray, reps: int, default_threads: int) ->
         raise SystemExit(f"{name}: boxes/areas differ from OpenCV ({len(ours)} vs {cv_n - 1} components)")
 
     h, w = classes.shape
-    sm = SegMap(classes=classes, confidence=np.full((h, w), 0.9, np.float32),
-                class_names=("background", "item", "boundary"), source_size=(w, h))
+    sm = SegMap(
+        classes=classes,
+        confidence=np.full((h, w), 0.9, np.float32),
+        class_names=("background", "item", "boundary"),
+        source_size=(w, h),
+    )
     stage = BoxExtractor(load_config().boxes)
     res = {
-        "case": name, "size": f"{w}x{h}", "components": len(ours), "identical": identical,
-        "max_centroid_diff_px": cent_err, "items_after_split": len(stage.extract(sm)),
+        "case": name,
+        "size": f"{w}x{h}",
+        "components": len(ours),
+        "identical": identical,
+        "max_centroid_diff_px": cent_err,
+        "items_after_split": len(stage.extract(sm)),
         "numba_ms": median_ms(lambda: components_with_stats(mask, 8, scratch=scratch), reps),
         "numba_fresh_scratch_ms": median_ms(lambda: components_with_stats(mask, 8), reps),
         "stage_extract_ms": median_ms(lambda: stage.extract(sm), reps),
     }
     cv2.setNumThreads(default_threads)
     res["opencv_default_threads_ms"] = median_ms(
-        lambda: cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S), reps)
+        lambda: cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S), reps
+    )
     cv2.setNumThreads(1)
     res["opencv_1_thread_ms"] = median_ms(
-        lambda: cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S), reps)
+        lambda: cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S), reps
+    )
     cv2.setNumThreads(default_threads)
     res["speedup_vs_default"] = res["opencv_default_threads_ms"] / res["numba_ms"]
     res["speedup_vs_1_thread"] = res["opencv_1_thread_ms"] / res["numba_ms"]
@@ -123,30 +133,44 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50)
     args = ap.parse_args()
     default_threads = cv2.getNumThreads()
-    versions = {"opencv": cv2.__version__, "numba": numba.__version__, "numpy": np.__version__,
-                "python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
-                "opencv_default_threads": default_threads}
+    versions = {
+        "opencv": cv2.__version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": __import__("os").cpu_count(),
+        "opencv_default_threads": default_threads,
+    }
     print("  ".join(f"{k}={v}" for k, v in versions.items()))
     cases = [
-        ("realistic", scene(640, 480, 1)), ("realistic", scene(640, 480, 2)),
+        ("realistic", scene(640, 480, 1)),
+        ("realistic", scene(640, 480, 2)),
         ("all-zero", np.zeros((480, 640), np.uint8)),
-        ("realistic", scene(1920, 1080, 1)), ("realistic", scene(1920, 1080, 2)),
+        ("realistic", scene(1920, 1080, 1)),
+        ("realistic", scene(1920, 1080, 2)),
         ("all-zero", np.zeros((1080, 1920), np.uint8)),
     ]
     rows = [run_case(name, classes, args.reps, default_threads) for name, classes in cases]
-    head = (f"{'case':10} {'size':>9} {'comps':>5} {'same':>4} {'numba':>7} {'fresh':>7} {'stage':>7} "
-            f"{'cv2 dflt':>8} {'cv2 1t':>7} {'x dflt':>6} {'x 1t':>6}")
-    print(f"median ms over {args.reps} reps (fresh = new scratch per call; stage = BoxExtractor.extract "
-          "with boundary split + confidence)")
+    head = (
+        f"{'case':10} {'size':>9} {'comps':>5} {'same':>4} {'numba':>7} {'fresh':>7} {'stage':>7} "
+        f"{'cv2 dflt':>8} {'cv2 1t':>7} {'x dflt':>6} {'x 1t':>6}"
+    )
+    print(
+        f"median ms over {args.reps} reps (fresh = new scratch per call; stage = BoxExtractor.extract "
+        "with boundary split + confidence)"
+    )
     print(head)
     for r in rows:
-        print(f"{r['case']:10} {r['size']:>9} {r['components']:>5} {'yes' if r['identical'] else 'NO':>4} "
-              f"{r['numba_ms']:7.3f} {r['numba_fresh_scratch_ms']:7.3f} {r['stage_extract_ms']:7.3f} "
-              f"{r['opencv_default_threads_ms']:8.3f} {r['opencv_1_thread_ms']:7.3f} "
-              f"{r['speedup_vs_default']:6.1f} {r['speedup_vs_1_thread']:6.1f}")
+        print(
+            f"{r['case']:10} {r['size']:>9} {r['components']:>5} {'yes' if r['identical'] else 'NO':>4} "
+            f"{r['numba_ms']:7.3f} {r['numba_fresh_scratch_ms']:7.3f} {r['stage_extract_ms']:7.3f} "
+            f"{r['opencv_default_threads_ms']:8.3f} {r['opencv_1_thread_ms']:7.3f} "
+            f"{r['speedup_vs_default']:6.1f} {r['speedup_vs_1_thread']:6.1f}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"versions": versions, "reps": args.reps, "connectivity": 8,
-                                   "cases": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps({"versions": versions, "reps": args.reps, "connectivity": 8, "cases": rows}, indent=2) + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.config import load_config, replace  # noqa: E402
-from stream.events import EventFactory  # noqa: E402
-from stream.sinks import MqttSink, WebhookSink  # noqa: E402
-from stream.types import Frame, Label  # noqa: E402
-from tests.mqtt_broker import Broker, Subscriber, free_port  # noqa: E402
+from stream.config import load_config, replace
+from stream.events import EventFactory
+from stream.sinks import MqttSink, WebhookSink
+from stream.types import Frame, Label
+from tests.mqtt_broker import Broker, Subscriber, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "delivery.json"
 EVENTS = load_config().events
@@ -66,7 +66,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 code = 503 if hook.failing else 200
                 if code == 200:

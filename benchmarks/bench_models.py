@@ -29,7 +29,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.stages.onnx_model import MANIFEST, models_dir  # noqa: E402
+from stream.stages.onnx_model import MANIFEST, models_dir
 
 RESULTS = ROOT / "benchmarks" / "results" / "models.json"
 
@@ -54,7 +54,7 @@ def int8_copy(name: str, fp32: Path, tmp: Path, rng: np.random.Generator) -> tup
     if shipped.exists():
         return shipped, f"{shipped.name} beside the fp32 file"
     try:
-        from export.onnx_utils import quantize_int8  # noqa: PLC0415 - optional: the export extra
+        from export.onnx_utils import quantize_int8  # noqa: PLC0415
     except ImportError as exc:
         return None, f"not measured ({exc.name} missing)"
     sess = session(fp32, 1)
@@ -80,11 +80,20 @@ def bench(models: dict[str, Path], reps: int) -> dict:
                         feed = input_for(sess, b, rng)
                         for _ in range(3):  # warm-up: first runs allocate
                             sess.run(None, feed)
-                        configs.append({"model": name, "precision": precision, "threads": threads,
-                                        "batch": b, "sess": sess, "feed": feed, "times": [],
-                                        "input": list(feed.values())[0].shape,
-                                        "size_kb": round(Path(path).stat().st_size / 1024),
-                                        "int8_source": q_note if precision == "int8" else None})
+                        configs.append(
+                            {
+                                "model": name,
+                                "precision": precision,
+                                "threads": threads,
+                                "batch": b,
+                                "sess": sess,
+                                "feed": feed,
+                                "times": [],
+                                "input": list(feed.values())[0].shape,
+                                "size_kb": round(Path(path).stat().st_size / 1024),
+                                "int8_source": q_note if precision == "int8" else None,
+                            }
+                        )
         # every configuration of every model once per round, so load changes hit them alike
         for _ in tqdm(range(reps), desc="rounds", leave=False):
             for c in configs:
@@ -92,16 +101,34 @@ def bench(models: dict[str, Path], reps: int) -> dict:
                 c["sess"].run(None, c["feed"])
                 c["times"].append((time.perf_counter() - t) * 1000)
     for c in configs:
-        rows.append({k: c[k] for k in ("model", "precision", "threads", "batch", "size_kb", "int8_source")}
-                    | {"input": list(c["input"]), "median_ms": statistics.median(c["times"]),
-                       "p90_ms": float(np.percentile(c["times"], 90)), "reps": reps})
+        rows.append(
+            {k: c[k] for k in ("model", "precision", "threads", "batch", "size_kb", "int8_source")}
+            | {
+                "input": list(c["input"]),
+                "median_ms": statistics.median(c["times"]),
+                "p90_ms": float(np.percentile(c["times"], 90)),
+                "reps": reps,
+            }
+        )
     for r in rows:  # ratios measured side by side in this run
-        ref = next(x for x in rows if x["model"] == r["model"] and x["precision"] == "fp32"
-                   and x["threads"] == r["threads"] and x["batch"] == r["batch"])
+        ref = next(
+            x
+            for x in rows
+            if x["model"] == r["model"]
+            and x["precision"] == "fp32"
+            and x["threads"] == r["threads"]
+            and x["batch"] == r["batch"]
+        )
         r["speedup_vs_fp32"] = ref["median_ms"] / r["median_ms"]
-    return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": os.cpu_count(),
-            "files": {name: _shown(path) for name, path in models.items()}, "rows": rows}
+    return {
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "files": {name: _shown(path) for name, path in models.items()},
+        "rows": rows,
+    }
 
 
 def _shown(path: Path) -> str:
@@ -114,8 +141,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--models", nargs="*", help="names in MODELS.json (default: all)")
-    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
-                   help="also time these ONNX files (same rounds, so ratios are side by side)")
+    p.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="also time these ONNX files (same rounds, so ratios are side by side)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS})")
     args = p.parse_args()
     manifest = json.loads((models_dir() / MANIFEST).read_text())
@@ -130,13 +162,19 @@ def main() -> int:
             p.error(f"--extra wants NAME=PATH to an existing ONNX file, got {item!r}")
         models[name] = Path(path)
     result = bench(models, max(args.reps, 1))
-    print(f"onnxruntime {result['onnxruntime']}, numpy {result['numpy']}, python {result['python']},"
-          f" {result['cpus']} CPUs")
-    print(f"{'model':<12} {'prec':<5} {'thr':>3} {'batch':>5} {'input':<18} {'KiB':>7} {'median ms':>10}"
-          f" {'p90 ms':>8} {'x fp32':>7}")
+    print(
+        f"onnxruntime {result['onnxruntime']}, numpy {result['numpy']}, python {result['python']},"
+        f" {result['cpus']} CPUs"
+    )
+    print(
+        f"{'model':<12} {'prec':<5} {'thr':>3} {'batch':>5} {'input':<18} {'KiB':>7} {'median ms':>10}"
+        f" {'p90 ms':>8} {'x fp32':>7}"
+    )
     for r in result["rows"]:
-        print(f"{r['model']:<12} {r['precision']:<5} {r['threads']:>3} {r['batch']:>5} {str(r['input']):<18}"
-              f" {r['size_kb']:>7} {r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['speedup_vs_fp32']:>7.2f}")
+        print(
+            f"{r['model']:<12} {r['precision']:<5} {r['threads']:>3} {r['batch']:>5} {str(r['input']):<18}"
+            f" {r['size_kb']:>7} {r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['speedup_vs_fp32']:>7.2f}"
+        )
     notes = {r["int8_source"] for r in result["rows"] if r["int8_source"]}
     for n in notes:
         print(f"int8: {n}")

@@ -72,15 +72,23 @@ def render_video(path: Path, seconds: float, fps: int = 30) -> int:
     return scene.scene_length_frames
 
 
-def run_once(video: Path, *, threaded: bool, realtime: bool, embedder: Embedder, catalog: Catalog,
-             slow_s: float = 0.0) -> dict:
-    cfg = load_config(overrides={"runtime.threaded": threaded, "source.realtime": realtime,
-                                 "runtime.stats_interval_s": 0})
+def run_once(
+    video: Path, *, threaded: bool, realtime: bool, embedder: Embedder, catalog: Catalog, slow_s: float = 0.0
+) -> dict:
+    cfg = load_config(
+        overrides={"runtime.threaded": threaded, "source.realtime": realtime, "runtime.stats_interval_s": 0}
+    )
     sink = MemorySink()
     seg = Segmenter(cfg.segment)
-    rt = build_runtime(cfg, lambda on_status, stop: open_source(str(video), cfg.source, on_status, stop),
-                       sink, embedder=embedder, catalog=catalog, stop=threading.Event(),
-                       segmenter=Slowed(seg, slow_s) if slow_s else seg)
+    rt = build_runtime(
+        cfg,
+        lambda on_status, stop: open_source(str(video), cfg.source, on_status, stop),
+        sink,
+        embedder=embedder,
+        catalog=catalog,
+        stop=threading.Event(),
+        segmenter=Slowed(seg, slow_s) if slow_s else seg,
+    )
     summary = rt.run()
     ages = [e["age_ms"] for e in sink.events if e["type"].startswith("item.")]
     summary["event_age_ms"] = {
@@ -93,10 +101,18 @@ def run_once(video: Path, *, threaded: bool, realtime: bool, embedder: Embedder,
 
 
 def versions() -> dict:
-    return {"python": platform.python_version(), "onnxruntime": ort.__version__, "opencv": cv2.__version__,
-            "numpy": np.__version__, "numba": numba.__version__, "faiss": faiss.__version__,
-            "pyav": av.__version__, "ffmpeg": ".".join(map(str, av.library_versions["libavcodec"])),
-            "cpus": os.cpu_count(), "machine": platform.machine()}
+    return {
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "faiss": faiss.__version__,
+        "pyav": av.__version__,
+        "ffmpeg": ".".join(map(str, av.library_versions["libavcodec"])),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
 
 
 def main() -> None:
@@ -114,28 +130,44 @@ def main() -> None:
         n = render_video(video, args.seconds)
         runs = {
             "offline_threaded": run_once(video, threaded=True, realtime=False, embedder=embedder, catalog=catalog),
-            "offline_sequential": run_once(video, threaded=False, realtime=False, embedder=embedder,
-                                           catalog=catalog),
+            "offline_sequential": run_once(video, threaded=False, realtime=False, embedder=embedder, catalog=catalog),
             "live30_threaded": run_once(video, threaded=True, realtime=True, embedder=embedder, catalog=catalog),
-            "live30_slowed": run_once(video, threaded=True, realtime=True, embedder=embedder, catalog=catalog,
-                                      slow_s=args.slow_ms / 1000),
+            "live30_slowed": run_once(
+                video, threaded=True, realtime=True, embedder=embedder, catalog=catalog, slow_s=args.slow_ms / 1000
+            ),
         }
     ratio = runs["offline_threaded"]["fps"] / max(runs["offline_sequential"]["fps"], 1e-9)
-    print(f"checkout-stream end-to-end benchmark: 640x480 H.264, {n} frames; " +
-          ", ".join(f"{k} {v}" for k, v in versions().items()))
-    print(f"{'run':<20}{'fps':>8}{'read':>7}{'proc':>7}{'drop':>7}{'age p50':>9}{'age p99':>9}"
-          f"{'seg p50':>9}{'cls p50':>9}{'ev age p50':>11}{'entered':>9}")
+    print(
+        f"checkout-stream end-to-end benchmark: 640x480 H.264, {n} frames; "
+        + ", ".join(f"{k} {v}" for k, v in versions().items())
+    )
+    print(
+        f"{'run':<20}{'fps':>8}{'read':>7}{'proc':>7}{'drop':>7}{'age p50':>9}{'age p99':>9}"
+        f"{'seg p50':>9}{'cls p50':>9}{'ev age p50':>11}{'entered':>9}"
+    )
     for name, s in runs.items():
         st = s["stage_ms"]
         ev = s["event_age_ms"]
-        print(f"{name:<20}{s['fps']:>8.1f}{s['frames_read']:>7}{s['frames_processed']:>7}"
-              f"{s['frames_dropped']:>7}{s['frame_age_ms']['p50']:>9.1f}{s['frame_age_ms']['p99']:>9.1f}"
-              f"{st['segment']['p50']:>9.1f}{st['classify']['p50']:>9.1f}"
-              f"{(ev['p50'] if ev['p50'] is not None else float('nan')):>11.1f}{s['items_entered']:>9}")
+        print(
+            f"{name:<20}{s['fps']:>8.1f}{s['frames_read']:>7}{s['frames_processed']:>7}"
+            f"{s['frames_dropped']:>7}{s['frame_age_ms']['p50']:>9.1f}{s['frame_age_ms']['p99']:>9.1f}"
+            f"{st['segment']['p50']:>9.1f}{st['classify']['p50']:>9.1f}"
+            f"{(ev['p50'] if ev['p50'] is not None else float('nan')):>11.1f}{s['items_entered']:>9}"
+        )
     print(f"threaded / sequential throughput: {ratio:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"versions": versions(), "frames": n, "runs": runs,
-                                    "threaded_over_sequential": ratio, "slow_ms": args.slow_ms}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "versions": versions(),
+                "frames": n,
+                "runs": runs,
+                "threaded_over_sequential": ratio,
+                "slow_ms": args.slow_ms,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

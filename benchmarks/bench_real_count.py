@@ -32,30 +32,49 @@ HANDS_VALIDATION = "11-20,76-100"
 
 def measure(model: str) -> dict:
     cfg = load_config(overrides={"segment.model.provider": "cpu"})
-    seg_cfg = replace(cfg.segment, model=replace(cfg.segment.model, path=model,
-                                                 verify_checksum=model.startswith("builtin:")))
+    seg_cfg = replace(
+        cfg.segment, model=replace(cfg.segment.model, path=model, verify_checksum=model.startswith("builtin:"))
+    )
     seg, ext, identity = product_stages(seg_cfg, cfg.boxes)
     top = eval_count([REAL / "topdown-products"], seg, ext, count=1)
     hands = [REAL / "hands" / n for n in ("egohands", "desk")]
-    hv = eval_count([h / "images" for h in hands], seg, ext, masks=[h / "masks" for h in hands],
-                    select=parse_select(HANDS_VALIDATION))
+    hv = eval_count(
+        [h / "images" for h in hands],
+        seg,
+        ext,
+        masks=[h / "masks" for h in hands],
+        select=parse_select(HANDS_VALIDATION),
+    )
     spec = json.loads((REAL / "belt" / "bolt.json").read_text())
     clip = REAL / "belt" / spec["clip"]
     counts = ",".join(f"{lo}-{hi}:{n}" for (lo, hi), n in spec["stable_counts"])
     with tempfile.TemporaryDirectory() as tmp:
-        info = create_station(Path(tmp) / "belt", clip, segment_cfg=seg_cfg, boxes_cfg=cfg.boxes,
-                              frames=[tuple(spec["empty_frames"])], check=clip, check_counts_text=counts)
+        info = create_station(
+            Path(tmp) / "belt",
+            clip,
+            segment_cfg=seg_cfg,
+            boxes_cfg=cfg.boxes,
+            frames=[tuple(spec["empty_frames"])],
+            check=clip,
+            check_counts_text=counts,
+        )
     belt = info["validation"]
-    return {"model": identity, "path": model, "topdown_products": top, "hands_validation": hv,
-            "belt": {"empty_holdout": belt["empty_holdout"],
-                     **{k: v for k, v in belt["check"].items() if k != "source"}}}
+    return {
+        "model": identity,
+        "path": model,
+        "topdown_products": top,
+        "hands_validation": hv,
+        "belt": {"empty_holdout": belt["empty_holdout"], **{k: v for k, v in belt["check"].items() if k != "source"}},
+    }
 
 
 def row(name: str, r: dict) -> str:
     t, h, b = r["topdown_products"], r["hands_validation"], r["belt"]
-    return (f"| {name} | {t['exact_rate'] * 100:.1f}% (mean {t['mean_count']:.2f}) | "
-            f"{h['mask_pixels_called_item'] * 100:.1f}% | {h['images_with_item_on_mask'] * 100:.1f}% | "
-            f"{b['right_plain'] * 100:.1f}% / {b['right_station'] * 100:.1f}% |")
+    return (
+        f"| {name} | {t['exact_rate'] * 100:.1f}% (mean {t['mean_count']:.2f}) | "
+        f"{h['mask_pixels_called_item'] * 100:.1f}% | {h['images_with_item_on_mask'] * 100:.1f}% | "
+        f"{b['right_plain'] * 100:.1f}% / {b['right_station'] * 100:.1f}% |"
+    )
 
 
 def main() -> int:
@@ -73,8 +92,9 @@ def main() -> int:
     results = {name: measure(path) for name, path in pairs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| segmenter | topdown: exactly 1 | hand px called item | images w/ item on hand "
-          "| belt right plain / station |")
+    print(
+        "| segmenter | topdown: exactly 1 | hand px called item | images w/ item on hand | belt right plain / station |"
+    )
     print("|---|---|---|---|---|")
     for name, r in results.items():
         print(row(name, r))

@@ -46,11 +46,15 @@ def main() -> None:
     for r in rows + [{"seed": "total", **total}]:
         print("".join(f"{r[c]!s:>15}" for c in cols))
     recall, acc = result["recall"], result["label_accuracy"]
-    print(f"recall {recall:.3f}, duplicates {total['duplicates']}, spurious {total['spurious']}, "
-          f"label accuracy {acc:.3f}")
+    print(
+        f"recall {recall:.3f}, duplicates {total['duplicates']}, spurious {total['spurious']}, label accuracy {acc:.3f}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"overrides": overrides, "rows": rows, "total": total, "recall": recall,
-                                    "label_accuracy": acc}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"overrides": overrides, "rows": rows, "total": total, "recall": recall, "label_accuracy": acc}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

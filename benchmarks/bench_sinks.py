@@ -40,8 +40,7 @@ CFG = replace(load_config().events, sinks=(), client_buffer=1024, replay_ring=10
 
 def item_events(n: int) -> list[dict[str, Any]]:
     f = EventFactory("bench", "rtsp://cam-01/stream")
-    label = Label("sku-00421", 0.873, 0.21, (("sku-00421", 0.873), ("sku-00017", 0.66), ("sku-00999", 0.61)),
-                  False, 8)
+    label = Label("sku-00421", 0.873, 0.21, (("sku-00421", 0.873), ("sku-00017", 0.66), ("sku-00999", 0.61)), False, 8)
     image = np.zeros((2, 2, 3), np.uint8)
     types = ("item.entered", "item.classified", "item.left")
     out = []
@@ -84,8 +83,17 @@ class Clients:
             s.close()
 
 
-def run(name: str, events: list[dict[str, Any]], *, paced: bool, stuck: bool, reader: bool,
-        full_set: bool, tcp_last: bool, tmp: Path) -> dict[str, Any]:
+def run(
+    name: str,
+    events: list[dict[str, Any]],
+    *,
+    paced: bool,
+    stuck: bool,
+    reader: bool,
+    full_set: bool,
+    tcp_last: bool,
+    tmp: Path,
+) -> dict[str, Any]:
     tcp = TcpSink("127.0.0.1", 0, CFG)
     clients = Clients(tcp.port, stuck, reader)
     sink: Any = tcp
@@ -111,10 +119,16 @@ def run(name: str, events: list[dict[str, Any]], *, paced: bool, stuck: bool, re
     us = lat / 1000.0
     stats = tcp.stats()
     return {
-        "scenario": name, "paced": paced, "events": len(events), "wall_s": round(wall, 3),
-        "p50_us": round(float(np.percentile(us, 50)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),
-        "p999_us": round(float(np.percentile(us, 99.9)), 2), "max_us": round(float(us.max()), 1),
-        "clients_cut": stats["clients_cut"], "tcp_dropped": stats["dropped"],
+        "scenario": name,
+        "paced": paced,
+        "events": len(events),
+        "wall_s": round(wall, 3),
+        "p50_us": round(float(np.percentile(us, 50)), 2),
+        "p99_us": round(float(np.percentile(us, 99)), 2),
+        "p999_us": round(float(np.percentile(us, 99.9)), 2),
+        "max_us": round(float(us.max()), 1),
+        "clients_cut": stats["clients_cut"],
+        "tcp_dropped": stats["dropped"],
         "reader_received": clients.received if reader else None,
     }
 
@@ -136,21 +150,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for paced in (True, False):
             for name, stuck, reader, full, last in scenarios:
-                rows.append(run(name, events, paced=paced, stuck=stuck, reader=reader, full_set=full,
-                                tcp_last=last, tmp=Path(tmp)))
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "platform": platform.platform(), "cpus": os.cpu_count()}
-    print(f"publish latency, {args.events} item events of ~{line_bytes} bytes; "
-          + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    head = f"{'scenario':<38}{'mode':<7}{'p50 us':>8}{'p99 us':>9}{'p99.9 us':>10}{'max us':>9}{'cut':>5}" \
-           f"{'drop':>6}{'reader got':>12}"
+                rows.append(
+                    run(
+                        name,
+                        events,
+                        paced=paced,
+                        stuck=stuck,
+                        reader=reader,
+                        full_set=full,
+                        tcp_last=last,
+                        tmp=Path(tmp),
+                    )
+                )
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    print(
+        f"publish latency, {args.events} item events of ~{line_bytes} bytes; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
+    head = (
+        f"{'scenario':<38}{'mode':<7}{'p50 us':>8}{'p99 us':>9}{'p99.9 us':>10}{'max us':>9}{'cut':>5}"
+        f"{'drop':>6}{'reader got':>12}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         got = "" if r["reader_received"] is None else str(r["reader_received"])
-        print(f"{r['scenario']:<38}{'paced' if r['paced'] else 'tight':<7}{r['p50_us']:>8.2f}"
-              f"{r['p99_us']:>9.2f}{r['p999_us']:>10.2f}{r['max_us']:>9.1f}{r['clients_cut']:>5}"
-              f"{r['tcp_dropped']:>6}{got:>12}")
+        print(
+            f"{r['scenario']:<38}{'paced' if r['paced'] else 'tight':<7}{r['p50_us']:>8.2f}"
+            f"{r['p99_us']:>9.2f}{r['p999_us']:>10.2f}{r['max_us']:>9.1f}{r['clients_cut']:>5}"
+            f"{r['tcp_dropped']:>6}{got:>12}"
+        )
     base = next(r for r in rows if r["paced"] and r["scenario"] == "tcp, no clients")
     stuck = next(r for r in rows if r["paced"] and r["scenario"] == "tcp, 1 stuck")
     print(f"paced p99.9 ratio, 1 stuck / no clients: {stuck['p999_us'] / max(base['p999_us'], 1e-9):.2f}")
@@ -158,8 +192,7 @@ def main() -> None:
     last = next(r for r in rows if r["paced"] and r["scenario"].startswith("set, tcp"))
     print(f"paced p99 ratio, set tcp-last / tcp-first: {last['p99_us'] / max(first['p99_us'], 1e-9):.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"versions": versions, "line_bytes": line_bytes, "rows": rows}, indent=2)
-                       + "\n")
+    RESULTS.write_text(json.dumps({"versions": versions, "line_bytes": line_bytes, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 

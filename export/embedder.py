@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -67,8 +67,9 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}")
         if self.loss == "supcon" and (self.per_product < 2 or self.batch % self.per_product):
-            raise ValueError(f"supcon needs --per-product >= 2 that divides the batch ({self.batch}),"
-                             f" got {self.per_product}")
+            raise ValueError(
+                f"supcon needs --per-product >= 2 that divides the batch ({self.batch}), got {self.per_product}"
+            )
 
 
 class EmbedderNet(nn.Module):
@@ -207,8 +208,7 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
             idx = batches[b]
             crops = np.stack(
                 [
-                    augment(rng, split.images[i], bool(split.iconic[i]),
-                            split.images[rng.choice(photo_idx)], cfg.size)
+                    augment(rng, split.images[i], bool(split.iconic[i]), split.images[rng.choice(photo_idx)], cfg.size)
                     for i in idx
                 ]
             )
@@ -220,13 +220,22 @@ def train_embedder(split: Split, cfg: TrainConfig, progress: bool = True) -> tup
             losses.append(loss.item())
             accs.append(float(acc))
             step += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accs[-20:]):.2f}",
-                            min=f"{(time.monotonic() - start) / 60:.1f}")
+            bar.set_postfix(
+                loss=f"{np.mean(losses[-20:]):.3f}",
+                acc=f"{np.mean(accs[-20:]):.2f}",
+                min=f"{(time.monotonic() - start) / 60:.1f}",
+            )
         bar.close()
         epoch += 1
         if losses:
-            log.info("epoch %d: step %d loss %.3f train-acc %.3f (%.1f min)", epoch, step,
-                     np.mean(losses[-50:]), np.mean(accs[-50:]), (time.monotonic() - start) / 60)
+            log.info(
+                "epoch %d: step %d loss %.3f train-acc %.3f (%.1f min)",
+                epoch,
+                step,
+                np.mean(losses[-50:]),
+                np.mean(accs[-50:]),
+                (time.monotonic() - start) / 60,
+            )
     model.eval()
     summary = {
         "steps": step,
@@ -269,7 +278,8 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
         f"Grocery Store Dataset (Klasson et al. 2019, MIT) train split + iconic packshots: "
         f"{summary.get('n_products', 0)} products, {summary.get('n_images', 0)} photos, "
         f"{summary.get('n_iconic', 0)} packshots; held out: {', '.join(held) or 'none'}"
-        if summary.get("steps") else f"ImageNet-1k ({backbone.title(variant)} classifier weights), no fine-tuning"
+        if summary.get("steps")
+        else f"ImageNet-1k ({backbone.title(variant)} classifier weights), no fine-tuning"
     )
     return {
         "name": name,
@@ -284,13 +294,13 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
     }
 
 
-def export_embedder(net: nn.Module, size: int, dim: int, path: Path, *, metadata: dict,
-                    check: np.ndarray | None = None) -> dict:
+def export_embedder(
+    net: nn.Module, size: int, dim: int, path: Path, *, metadata: dict, check: np.ndarray | None = None
+) -> dict:
     """Wrap ``net`` with in-graph preprocessing, export to ``path`` and compare with torch on
     ``check`` (uint8 [N,S,S,3]; random pixels when None). Returns the comparison report."""
     wrapped = onnx_utils.InGraphPreprocess(net, backbone.MEAN, backbone.STD).eval()
     example = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
-    onnx_utils.export_onnx(wrapped, example, path, input_name="crops", output_names=["embeddings"],
-                           metadata=metadata)
+    onnx_utils.export_onnx(wrapped, example, path, input_name="crops", output_names=["embeddings"], metadata=metadata)
     check = example if check is None else check
     return onnx_utils.compare_with_torch(wrapped, path, check)["embeddings"]

@@ -31,41 +31,48 @@ def _rows(label: str, r: dict[str, Any]) -> list[str]:
     out = []
     for key, name in (("train_catalog", "train photos"), ("iconic_catalog", "81 iconic packshots")):
         x = r[key]
-        out.append(f"| {label} | {name} | {_pct(x['top1'])} | {_pct(x['top5'])} | "
-                   f"{_pct(x['held_out']['top1'])} ({x['held_out']['n_queries']}) | "
-                   f"{_pct(x['seen']['top1'])} ({x['seen']['n_queries']}) |")
+        out.append(
+            f"| {label} | {name} | {_pct(x['top1'])} | {_pct(x['top5'])} | "
+            f"{_pct(x['held_out']['top1'])} ({x['held_out']['n_queries']}) | "
+            f"{_pct(x['seen']['top1'])} ({x['seen']['n_queries']}) |"
+        )
     return out
 
 
 def _unseen_rows(label: str, r: dict[str, Any]) -> list[str]:
     tr, ic, un = r["train_catalog"]["held_out"], r["iconic_catalog"]["held_out"], r["unseen_iconic"]
-    return [f"| {label} | {_pct(tr['top1'])} ({tr['n_queries']}) | {_pct(ic['top1'])} ({ic['n_queries']}) |"
-            f" {_pct(un['top1'])} ({un['n_queries']}) |"]
+    return [
+        f"| {label} | {_pct(tr['top1'])} ({tr['n_queries']}) | {_pct(ic['top1'])} ({ic['n_queries']}) |"
+        f" {_pct(un['top1'])} ({un['n_queries']}) |"
+    ]
 
 
 def _comparisons(main: dict, held: dict | None, base: dict | None, report: dict) -> list[str]:
     """Measured facts a reader must not miss: worst products, unseen products vs baseline, int8."""
     lines = []
     worst = sorted(main["train_catalog"]["per_product"].items(), key=lambda kv: kv[1])[:6]
-    lines.append("- Weakest products (train-photo catalog, top-1): "
-                 + ", ".join(f"{p} {_pct(a)}" for p, a in worst) + ".")
+    lines.append(
+        "- Weakest products (train-photo catalog, top-1): " + ", ".join(f"{p} {_pct(a)}" for p, a in worst) + "."
+    )
     if held and base:
         for name, ft, fr in (
-            ("train-photo catalog, val queries", held["train_catalog"]["held_out"],
-             base["train_catalog"]["held_out"]),
-            ("packshot catalog, val queries", held["iconic_catalog"]["held_out"],
-             base["iconic_catalog"]["held_out"]),
+            ("train-photo catalog, val queries", held["train_catalog"]["held_out"], base["train_catalog"]["held_out"]),
+            ("packshot catalog, val queries", held["iconic_catalog"]["held_out"], base["iconic_catalog"]["held_out"]),
             ("packshot catalog, every photo", held["unseen_iconic"], base["unseen_iconic"]),
         ):
             a, b = ft["top1"], fr["top1"]
             verdict = "better than" if a > b else "WORSE than" if a < b else "equal to"
-            lines.append(f"- Unseen products, {name} ({ft['n_queries']} queries): fine-tuned {_pct(a)}"
-                         f" is {verdict} the frozen baseline {_pct(b)}.")
+            lines.append(
+                f"- Unseen products, {name} ({ft['n_queries']} queries): fine-tuned {_pct(a)}"
+                f" is {verdict} the frozen baseline {_pct(b)}."
+            )
     if "int8" in report:
         cos = report["int8"]["vs_fp32"]["min_cosine"]
-        lines.append(f"- Static int8 (QDQ, min-max calibration) reached min cosine {cos:.3f} against fp32 on"
-                     " letterboxed training photos and loses top-1 (table above); it is not shipped: fp32 is"
-                     " the shipped file.")
+        lines.append(
+            f"- Static int8 (QDQ, min-max calibration) reached min cosine {cos:.3f} against fp32 on"
+            " letterboxed training photos and loses top-1 (table above); it is not shipped: fp32 is"
+            " the shipped file."
+        )
     return lines
 
 
@@ -85,23 +92,37 @@ def _loss_text(cfg: dict) -> tuple[str, str, str]:
     """(loss description, name of the training accuracy, CLI flags) for a checkpoint's config; configs
     written before SupCon existed were CosFace."""
     if cfg.get("loss", "cosface") == "supcon":
-        return (f"supervised contrastive (SupCon, temperature {1 / cfg['scale']:.3g}) over batches of"
-                f" {cfg['per_product']} crops of each of {cfg['batch'] // cfg['per_product']} products",
-                "in-batch nearest-neighbour accuracy",
-                f" --loss supcon --scale {cfg['scale']} --per-product {cfg['per_product']}")
-    return (f"CosFace (normalised softmax, s={cfg['scale']}, margin={cfg['margin']}) over one proxy per product",
-            "proxy accuracy", f" --loss cosface --scale {cfg['scale']} --margin {cfg['margin']}")
+        return (
+            f"supervised contrastive (SupCon, temperature {1 / cfg['scale']:.3g}) over batches of"
+            f" {cfg['per_product']} crops of each of {cfg['batch'] // cfg['per_product']} products",
+            "in-batch nearest-neighbour accuracy",
+            f" --loss supcon --scale {cfg['scale']} --per-product {cfg['per_product']}",
+        )
+    return (
+        f"CosFace (normalised softmax, s={cfg['scale']}, margin={cfg['margin']}) over one proxy per product",
+        "proxy accuracy",
+        f" --loss cosface --scale {cfg['scale']} --margin {cfg['margin']}",
+    )
 
 
 def _search_line(search: list[dict]) -> str:
     runs = "; ".join(f"{r['label']}: {_pct(r['top1'])}" for r in search)
-    return ("- The recipe (backbone, input size, frozen depth, loss, packshot share) was chosen on val among runs"
-            f" with the products held out (train-photo catalog top-1: {runs}), so val flatters the shipped model a"
-            " little; the official test split, not used here, is the independent measure.")
+    return (
+        "- The recipe (backbone, input size, frozen depth, loss, packshot share) was chosen on val among runs"
+        f" with the products held out (train-photo catalog top-1: {runs}), so val flatters the shipped model a"
+        " little; the official test split, not used here, is the independent measure."
+    )
 
 
-def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | None, *,
-         held: dict | None = None, base: dict | None = None, search: list[dict] | None = None) -> str:
+def card(
+    export_report: dict,
+    evals: list[tuple[str, dict]],
+    latency: dict | None,
+    *,
+    held: dict | None = None,
+    base: dict | None = None,
+    search: list[dict] | None = None,
+) -> str:
     """``evals``: (label, eval_embedder result) rows, the shipped model first; ``held``: the same
     recipe trained with ``HELD_OUT`` left out; ``base``: the frozen ImageNet baseline."""
     train = export_report["train"]
@@ -111,8 +132,9 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
     loss_text, acc_name, loss_flags = _loss_text(cfg)
     held_text = (
         f"Held out of training ({len(cfg['held_out'])}): {', '.join(cfg['held_out'])}. This shipped model"
-        " is the held-out model." if cfg["held_out"] else
-        f"Trained on every product. For products it never saw, the same recipe was run again with"
+        " is the held-out model."
+        if cfg["held_out"]
+        else f"Trained on every product. For products it never saw, the same recipe was run again with"
         f" {len(HELD_OUT)} products held out ({', '.join(HELD_OUT)}): see 'Unseen products'."
     )
     lines = [
@@ -172,14 +194,24 @@ def card(export_report: dict, evals: list[tuple[str, dict]], latency: dict | Non
             *_unseen_rows(_base_label(base), base),
         ]
     cmp = export_report["torch_vs_ort"]
-    lines += ["", f"torch vs ONNX Runtime on letterboxed photos: min cosine {cmp['min_cosine']:.6f},"
-              f" max |diff| {cmp['max_abs']:.2e}."]
+    lines += [
+        "",
+        f"torch vs ONNX Runtime on letterboxed photos: min cosine {cmp['min_cosine']:.6f},"
+        f" max |diff| {cmp['max_abs']:.2e}.",
+    ]
     if latency:
-        lines += ["", f"CPU latency (ONNX Runtime {latency['onnxruntime']}, median of"
-                  f" {latency['rows'][0]['reps']} runs, shared 2-core machine: indicative):", ""]
+        lines += [
+            "",
+            f"CPU latency (ONNX Runtime {latency['onnxruntime']}, median of"
+            f" {latency['rows'][0]['reps']} runs, shared 2-core machine: indicative):",
+            "",
+        ]
         lines += ["| precision | threads | batch | median ms |", "|---|---|---|---|"]
-        lines += [f"| {r['precision']} | {r['threads']} | {r['batch']} | {r['median_ms']:.1f} |"
-                  for r in latency["rows"] if r["model"] == "embedder"]
+        lines += [
+            f"| {r['precision']} | {r['threads']} | {r['batch']} | {r['median_ms']:.1f} |"
+            for r in latency["rows"]
+            if r["model"] == "embedder"
+        ]
     lines += [
         "",
         "## Limits",
@@ -210,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, help="eval_embedder JSON of the frozen baseline")
     p.add_argument("--held-out", type=Path, help="eval_embedder JSON of the same recipe with HELD_OUT left out")
     p.add_argument("--int8-eval", type=Path, help="eval_embedder JSON of the static int8 copy")
-    p.add_argument("--search", type=Path,
-                   help='JSON list of {"label", "top1"}: the recipes compared on val before this one')
+    p.add_argument(
+        "--search", type=Path, help='JSON list of {"label", "top1"}: the recipes compared on val before this one'
+    )
     p.add_argument("--latency", type=Path, help="benchmarks/results/models.json")
     p.add_argument("--dry-run", action="store_true", help="print the card, ship nothing")
     args = p.parse_args(argv)

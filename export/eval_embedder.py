@@ -36,28 +36,39 @@ def _subset_top1(result: dict[str, Any], products: set[str]) -> dict[str, float 
 
 
 def evaluate(model_path: Path, root: Path, progress: bool = True) -> dict[str, Any]:
-    cfg = load_config(overrides={"classify.model.path": str(model_path), "classify.model.provider": "cpu",
-                                 "catalog.use_gpu": False})
+    cfg = load_config(
+        overrides={"classify.model.path": str(model_path), "classify.model.provider": "cpu", "catalog.use_gpu": False}
+    )
     embedder = Embedder(cfg.classify.model)
-    out: dict[str, Any] = {"model": str(model_path), "identity": embedder.identity,
-                           "input_size": embedder.input_size, "dim": embedder.dim}
+    out: dict[str, Any] = {
+        "model": str(model_path),
+        "identity": embedder.identity,
+        "input_size": embedder.input_size,
+        "dim": embedder.dim,
+    }
     held = set(HELD_OUT)
     for name, gallery in (("train_catalog", root / "train"), ("iconic_catalog", root / "iconic")):
-        res = eval_catalog(gallery, root / "val", cfg.classify, cfg.catalog, progress=progress,
-                           embedder=embedder)
+        res = eval_catalog(gallery, root / "val", cfg.classify, cfg.catalog, progress=progress, embedder=embedder)
         seen = set(res["per_product"]) - held
         out[name] = {
-            "top1": res["top1"], "top5": res["top5"], "n_queries": res["n_queries"],
+            "top1": res["top1"],
+            "top5": res["top5"],
+            "n_queries": res["n_queries"],
             "n_products": res["n_products"],
-            "held_out": _subset_top1(res, held), "seen": _subset_top1(res, seen),
+            "held_out": _subset_top1(res, held),
+            "seen": _subset_top1(res, seen),
             "per_product": res["per_product"],
         }
     with tempfile.TemporaryDirectory() as tmp:
         queries = _held_out_photos(root, Path(tmp))
-        res = eval_catalog(root / "iconic", queries, cfg.classify, cfg.catalog, progress=progress,
-                           embedder=embedder)
-    out["unseen_iconic"] = {"top1": res["top1"], "top5": res["top5"], "n_queries": res["n_queries"],
-                            "n_products": res["n_products"], "per_product": res["per_product"]}
+        res = eval_catalog(root / "iconic", queries, cfg.classify, cfg.catalog, progress=progress, embedder=embedder)
+    out["unseen_iconic"] = {
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "n_queries": res["n_queries"],
+        "n_products": res["n_products"],
+        "per_product": res["per_product"],
+    }
     return out
 
 
@@ -84,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         for key, label in (("train_catalog", "train"), ("iconic_catalog", "iconic")):
             x = r[key]
-            print(f"{Path(r['model']).name[:40]:<40} {label:<8} {x['top1'] * 100:6.1f}%"
-                  f" {x['top5'] * 100:6.1f}% {x['held_out']['top1'] * 100:8.1f}%"
-                  f" {x['seen']['top1'] * 100:6.1f}%"
-                  + (f" {r['unseen_iconic']['top1'] * 100:7.1f}%" if key == "iconic_catalog" else ""))
+            print(
+                f"{Path(r['model']).name[:40]:<40} {label:<8} {x['top1'] * 100:6.1f}%"
+                f" {x['top5'] * 100:6.1f}% {x['held_out']['top1'] * 100:8.1f}%"
+                f" {x['seen']['top1'] * 100:6.1f}%"
+                + (f" {r['unseen_iconic']['top1'] * 100:7.1f}%" if key == "iconic_catalog" else "")
+            )
     print("unseen*: packshot catalog, queries = every train+val photo of the held-out products")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

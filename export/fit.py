@@ -37,8 +37,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif")
 def background_frames(source: Path, n: int = 8) -> list[np.ndarray]:
     """Up to ``n`` frames spread over a video, or the images of a folder, or one image."""
     if source.is_dir():
-        frames = [img for p in image_files(source)[:64]
-                  if (img := cv2.imread(str(p), cv2.IMREAD_COLOR)) is not None]
+        frames = [img for p in image_files(source)[:64] if (img := cv2.imread(str(p), cv2.IMREAD_COLOR)) is not None]
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         cap = cv2.VideoCapture(str(source))
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
@@ -53,14 +52,25 @@ def background_frames(source: Path, n: int = 8) -> list[np.ndarray]:
         img = cv2.imread(str(source), cv2.IMREAD_COLOR)
         frames = [] if img is None else [img]
     if not frames:
-        raise FileNotFoundError(f"no frames of the empty counter in {source} (expected a video, an image "
-                                "or a folder of images)")
+        raise FileNotFoundError(
+            f"no frames of the empty counter in {source} (expected a video, an image or a folder of images)"
+        )
     return frames
 
 
-def fit(background: Path | Sequence[np.ndarray], catalog: Path, out: Path, *, minutes: float = 10.0,
-        annotated: Path | None = None, init: str = "builtin:segmenter", progress: bool = True,
-        realism: float = REALISM, data_root: Path | None = None, quantize: bool = True) -> dict:
+def fit(
+    background: Path | Sequence[np.ndarray],
+    catalog: Path,
+    out: Path,
+    *,
+    minutes: float = 10.0,
+    annotated: Path | None = None,
+    init: str = "builtin:segmenter",
+    progress: bool = True,
+    realism: float = REALISM,
+    data_root: Path | None = None,
+    quantize: bool = True,
+) -> dict:
     """Fine-tune ``init`` on composites of ``catalog`` photos over ``background`` (a video, image or
     folder, or the frames themselves); write ``out``. With ``realism`` > 0 and the shared data at
     ``data_root``, that share of composites also carries real hand cutouts (hands TRAIN split),
@@ -77,11 +87,19 @@ def fit(background: Path | Sequence[np.ndarray], catalog: Path, out: Path, *, mi
             cv2.imwrite(str(p), frame)
             bg_paths.append(str(p))
         root = data_root if data_root is not None else default_iconic_dir().parents[1]
-        cfg = TrainConfig(minutes=minutes, lr=5e-4, iconic_dir=str(catalog),
-                          background_images=tuple(bg_paths), freeze_bn=True, val_images=32,
-                          realism=realism if root.is_dir() else 0.0, data_root=str(root))
-        summary = build_segmenter(work / "build", cfg, init=init_path, version="fit", progress=progress,
-                                  quantize=quantize)
+        cfg = TrainConfig(
+            minutes=minutes,
+            lr=5e-4,
+            iconic_dir=str(catalog),
+            background_images=tuple(bg_paths),
+            freeze_bn=True,
+            val_images=32,
+            realism=realism if root.is_dir() else 0.0,
+            data_root=str(root),
+        )
+        summary = build_segmenter(
+            work / "build", cfg, init=init_path, version="fit", progress=progress, quantize=quantize
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "build" / "segmenter.onnx", out)
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=2))
@@ -96,28 +114,59 @@ def fit(background: Path | Sequence[np.ndarray], catalog: Path, out: Path, *, mi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--background", type=Path, required=True, metavar="VIDEO_OR_IMAGES",
-                   help="the empty counter: a video, an image or a folder of images")
-    p.add_argument("--catalog-photos", type=Path, default=default_iconic_dir(), metavar="DIR",
-                   help="product photos (folders allowed); cut out where on white")
+    p.add_argument(
+        "--background",
+        type=Path,
+        required=True,
+        metavar="VIDEO_OR_IMAGES",
+        help="the empty counter: a video, an image or a folder of images",
+    )
+    p.add_argument(
+        "--catalog-photos",
+        type=Path,
+        default=default_iconic_dir(),
+        metavar="DIR",
+        help="product photos (folders allowed); cut out where on white",
+    )
     p.add_argument("--out", type=Path, required=True, help="the fitted model (.onnx)")
     p.add_argument("--minutes", type=float, default=10.0, help="fine-tuning wall-clock budget")
-    p.add_argument("--annotated", type=Path, default=None, metavar="DIR",
-                   help="annotated frames: DIR/images + DIR/masks (instance PNGs with the same stems)")
+    p.add_argument(
+        "--annotated",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="annotated frames: DIR/images + DIR/masks (instance PNGs with the same stems)",
+    )
     p.add_argument("--init", default="builtin:segmenter", help="model to start from (builtin:NAME or .onnx)")
-    p.add_argument("--realism", type=float, default=REALISM,
-                   help="share of composites with real hand cutouts, hard shadows and text over these frames")
+    p.add_argument(
+        "--realism",
+        type=float,
+        default=REALISM,
+        help="share of composites with real hand cutouts, hard shadows and text over these frames",
+    )
     p.add_argument("--no-int8", action="store_true", help="skip the static int8 copy (faster)")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = fit(args.background, args.catalog_photos, args.out, minutes=args.minutes,
-                  annotated=args.annotated, init=args.init, realism=args.realism, quantize=not args.no_int8)
-    report = {"out": str(args.out), "steps": summary["steps"], "chosen": summary["chosen"],
-              "validation": dict(summary["onnx"][summary["chosen"]])}
+    summary = fit(
+        args.background,
+        args.catalog_photos,
+        args.out,
+        minutes=args.minutes,
+        annotated=args.annotated,
+        init=args.init,
+        realism=args.realism,
+        quantize=not args.no_int8,
+    )
+    report = {
+        "out": str(args.out),
+        "steps": summary["steps"],
+        "chosen": summary["chosen"],
+        "validation": dict(summary["onnx"][summary["chosen"]]),
+    }
     if "annotated" in summary:
         report["annotated"] = summary["annotated"]
-    print(json.dumps(report, indent=2))  # noqa: T201 - the CLI's output
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -129,4 +178,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -154,8 +154,11 @@ def quantize_int8(
 ) -> Path:
     """Static int8 QDQ copy of ``fp32_path`` calibrated on ``calibration`` (uint8 input batches).
     Metadata is carried over (quantisation drops it otherwise) plus ``quantization``."""
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
         raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(methods)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)

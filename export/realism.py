@@ -98,7 +98,7 @@ def clip_frames(clips: Sequence[Path], n: int = CLIP_FRAMES) -> list[np.ndarray]
     for clip in clips:
         cap = cv2.VideoCapture(str(clip))
         frames: list[np.ndarray] = []
-        while len(frames) < 400:  # noqa: PLR2004 - these clips are short; bound the read anyway
+        while len(frames) < 400:
             ok, f = cap.read()
             if not ok:
                 break
@@ -190,12 +190,12 @@ def text_overlay(rng: np.random.Generator, image: np.ndarray) -> None:
     chars = string.ascii_letters + string.digits + " :-/."
     text = "".join(chars[int(i)] for i in rng.integers(0, len(chars), int(rng.integers(6, 40))))
     scale = rng.uniform(0.2, 0.5) * w / 256
-    color = (255, 255, 255) if rng.random() < 0.6 else tuple(int(c) for c in rng.integers(0, 256, 3))  # noqa: PLR2004
-    if rng.random() < 0.7:  # noqa: PLR2004
-        org = (int(rng.integers(0, 6)), int(rng.integers(6, 14)) if rng.random() < 0.5 else h - 3)  # noqa: PLR2004
+    color = (255, 255, 255) if rng.random() < 0.6 else tuple(int(c) for c in rng.integers(0, 256, 3))
+    if rng.random() < 0.7:
+        org = (int(rng.integers(0, 6)), int(rng.integers(6, 14)) if rng.random() < 0.5 else h - 3)
     else:
         org = (int(rng.integers(0, w // 2)), int(rng.integers(10, h)))
-    if rng.random() < 0.5:  # noqa: PLR2004
+    if rng.random() < 0.5:
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
@@ -243,20 +243,20 @@ class RealisticMaker(CompositeMaker):
 
     def _real_background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self.size
-        if self.backgrounds and rng.random() < 0.8:  # noqa: PLR2004 - fitting to one station: its frames
+        if self.backgrounds and rng.random() < 0.8:
             return super()._background(rng)
         u = rng.random()
-        if self.assets.photo_backgrounds and u < 0.35:  # noqa: PLR2004
+        if self.assets.photo_backgrounds and u < 0.35:
             src = self.assets.photo_backgrounds[int(rng.integers(len(self.assets.photo_backgrounds)))]
             bh, bw = src.shape[:2]
             s = rng.uniform(0.5, 1.0)
             ch, cw = int(bh * s), int(min(bw, bh * s * w / h))
             y, x = int(rng.integers(0, bh - ch + 1)), int(rng.integers(0, bw - cw + 1))
             crop = src[y : y + ch, x : x + cw]
-            if rng.random() < 0.5:  # noqa: PLR2004
-                crop = crop[::-1] if rng.random() < 0.5 else crop[:, ::-1]  # noqa: PLR2004
+            if rng.random() < 0.5:
+                crop = crop[::-1] if rng.random() < 0.5 else crop[:, ::-1]
             return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
-        if u < 0.7:  # noqa: PLR2004
+        if u < 0.7:
             return wood(rng, w, h)
         return background(rng, w, h, self.styles)
 
@@ -271,16 +271,16 @@ class RealisticMaker(CompositeMaker):
         ch, cw = max(4, int(th * s)), max(4, int(tw * s))
         y, x = int(rng.integers(0, th - ch + 1)), int(rng.integers(0, tw - cw + 1))
         fill = cv2.resize(tex[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-        if rng.random() < 0.5:  # noqa: PLR2004 - a cap / lid of another colour at one end
+        if rng.random() < 0.5:
             cap = int(h * rng.uniform(0.08, 0.25))
-            fill[:cap] = img[:cap] if rng.random() < 0.5 else rng.integers(0, 256, 3)  # noqa: PLR2004
+            fill[:cap] = img[:cap] if rng.random() < 0.5 else rng.integers(0, 256, 3)
         return fill, alpha
 
     def _real_item(self, rng: np.random.Generator) -> Sprite:
         u = rng.random()
-        if self.assets.textures and u < 0.45:  # noqa: PLR2004
+        if self.assets.textures and u < 0.45:
             img, alpha = self._textured(rng)
-        elif self.sprites and u < 0.85:  # noqa: PLR2004
+        elif self.sprites and u < 0.85:
             img, alpha = self.sprites[int(rng.integers(len(self.sprites)))]
         else:
             img, alpha = procedural_sprite(rng)
@@ -295,7 +295,7 @@ class RealisticMaker(CompositeMaker):
 
     def _hand(self, rng: np.random.Generator) -> Sprite:
         h, w = self.size
-        if self.assets.hands and rng.random() < 0.75:  # noqa: PLR2004
+        if self.assets.hands and rng.random() < 0.75:
             img, alpha = self.assets.hands[int(rng.integers(len(self.assets.hands)))]
             s = h * rng.uniform(0.3, 1.1) / max(alpha.shape)
             size = (max(4, round(alpha.shape[1] * s)), max(4, round(alpha.shape[0] * s)))
@@ -313,25 +313,25 @@ class RealisticMaker(CompositeMaker):
         h, w = self.size
         image = self._real_background(rng)
         inst = np.zeros((h, w), np.int32)
-        n = int(rng.integers(0, 6)) if rng.random() > 0.1 else 0  # noqa: PLR2004
+        n = int(rng.integers(0, 6)) if rng.random() > 0.1 else 0
         for k in range(1, n + 1):
             sprite = self._real_item(rng)
             x, y = self._place(rng, inst, sprite[1])
-            if rng.random() < 0.6:  # noqa: PLR2004 - a cast shadow, hard or soft, never an item
+            if rng.random() < 0.6:
                 off = (int(rng.integers(-15, 16)), int(rng.integers(-15, 16)))
                 soft = cv2.GaussianBlur(sprite[1], (0, 0), rng.uniform(0.5, 4.0)) * rng.uniform(0.3, 0.7)
                 darken(image, soft, x + off[0], y + off[1])
             placed = paste(image, sprite, x, y)
             if placed is not None:
                 rows, cols, a = placed
-                inst[rows, cols][a > 0.5] = k  # noqa: PLR2004
-        if rng.random() < 0.3:  # noqa: PLR2004
+                inst[rows, cols][a > 0.5] = k
+        if rng.random() < 0.3:
             highlight(rng, image, inst)
-        for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.6 else 0):  # noqa: PLR2004
+        for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.6 else 0):
             hand = self._hand(rng)
             ys, xs = np.nonzero(inst)
             ah, aw = hand[1].shape
-            if len(ys) and rng.random() < 0.5:  # noqa: PLR2004 - holding / touching an item
+            if len(ys) and rng.random() < 0.5:
                 j = int(rng.integers(len(ys)))
                 hx, hy = int(xs[j]) - aw // 2, int(ys[j]) - ah // 2
             else:
@@ -339,10 +339,10 @@ class RealisticMaker(CompositeMaker):
             placed = paste(image, hand, hx, hy, shadow=float(rng.uniform(0, 0.4)))
             if placed is not None:
                 rows, cols, a = placed
-                inst[rows, cols][a > 0.5] = 0  # noqa: PLR2004
-        if rng.random() < 0.35:  # noqa: PLR2004
+                inst[rows, cols][a > 0.5] = 0
+        if rng.random() < 0.35:
             hard_shadow(rng, image)
-        if rng.random() < 0.4:  # noqa: PLR2004
+        if rng.random() < 0.4:
             text_overlay(rng, image)
         inst = _drop_specks(inst)
         return Composite(_camera(rng, image), targets(inst), inst)

@@ -85,8 +85,8 @@ def packshot_single(photo: np.ndarray, mask: np.ndarray) -> Frame:
     inst = np.zeros(SIZE, np.int32)
     h, w = mask.shape
     y, x = (SIZE[0] - h) // 2, (SIZE[1] - w) // 2
-    canvas[y:y + h, x:x + w] = photo
-    inst[y:y + h, x:x + w] = mask
+    canvas[y : y + h, x : x + w] = photo
+    inst[y : y + h, x : x + w] = mask
     return canvas, inst
 
 
@@ -101,16 +101,16 @@ def packshot_pair(a: Sprite, b: Sprite) -> Frame:
     hb, wb = mb.shape
     ya, yb = (SIZE[0] - ha) // 2, (SIZE[0] - hb) // 2
     xa = (SIZE[1] - wa - wb) // 2
-    inst[ya:ya + ha, xa:xa + wa][ma] = 1
-    canvas[ya:ya + ha, xa:xa + wa][ma] = pa[ma]
+    inst[ya : ya + ha, xa : xa + wa][ma] = 1
+    canvas[ya : ya + ha, xa : xa + wa][ma] = pa[ma]
     dilated = cv2.dilate((inst > 0).astype(np.uint8), np.ones((3, 3), np.uint8))  # 8-neighbourhood
     xb = xa + wa
     while xb > xa:  # slide b left while it does not overlap a; stop once it is 8-adjacent
-        if dilated[yb:yb + hb, xb:xb + wb][mb].any():
+        if dilated[yb : yb + hb, xb : xb + wb][mb].any():
             break
         xb -= 1
-    inst[yb:yb + hb, xb:xb + wb][mb] = 2
-    canvas[yb:yb + hb, xb:xb + wb][mb] = pb[mb]
+    inst[yb : yb + hb, xb : xb + wb][mb] = 2
+    canvas[yb : yb + hb, xb : xb + wb][mb] = pb[mb]
     return canvas, inst
 
 
@@ -132,9 +132,13 @@ def packshot_frames(held: Sequence[Path]) -> tuple[list[Frame], list[Frame]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per set)")
-    p.add_argument("--iconic", type=Path, default=None,
-                   help="folder of packshots on white; the segmenter's held-out ones are used "
-                        "(default: ../shared/data/grocery-store/iconic, skipped when absent)")
+    p.add_argument(
+        "--iconic",
+        type=Path,
+        default=None,
+        help="folder of packshots on white; the segmenter's held-out ones are used "
+        "(default: ../shared/data/grocery-store/iconic, skipped when absent)",
+    )
     p.add_argument("--heldout-images", type=int, default=100, help="composites in the heldout set")
 
 
@@ -147,11 +151,10 @@ def run(args: argparse.Namespace) -> int:
             sets["heldout"] = heldout_frames(held, args.heldout_images)
             sets["packshot_single"], sets["packshot_pairs"] = packshot_frames(held)
     except FileNotFoundError as exc:
-        print(f"python -m export segment-sets: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"python -m export segment-sets: error: {exc}", file=sys.stderr)
         return 2
     counts = {name: write_eval_set(args.out / name, frames, name) for name, frames in sets.items()}
-    print(json.dumps({"out": str(args.out), "images": counts,  # noqa: T201
-                      "packshots": [p.stem for p in held]}, indent=2))
+    print(json.dumps({"out": str(args.out), "images": counts, "packshots": [p.stem for p in held]}, indent=2))
     if not held:
-        print(f"no packshots in {iconic}: wrote the scene set only")  # noqa: T201
+        print(f"no packshots in {iconic}: wrote the scene set only")
     return 0

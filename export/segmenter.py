@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- data
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     minutes: float = 40.0
@@ -80,15 +81,15 @@ class TrainConfig:
 _WORKER_MAKER: CompositeMaker | None = None
 
 
-def _init_worker(iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str],
-                 realism: float = 0.0, data_root: str = "") -> None:
+def _init_worker(
+    iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str], realism: float = 0.0, data_root: str = ""
+) -> None:
     global _WORKER_MAKER  # noqa: PLW0603
     cv2.setNumThreads(1)
     sprites = load_sprites([Path(p) for p in iconic]) + demo_sprites()
     if realism > 0 and data_root:
         assets = load_assets(Path(data_root), products=[Path(p).stem for p in iconic])
-        _WORKER_MAKER = RealisticMaker(sprites, assets, size, share=realism,
-                                       backgrounds=_read_backgrounds(backgrounds))
+        _WORKER_MAKER = RealisticMaker(sprites, assets, size, share=realism, backgrounds=_read_backgrounds(backgrounds))
     else:
         _WORKER_MAKER = CompositeMaker(sprites, size, backgrounds=_read_backgrounds(backgrounds))
 
@@ -127,8 +128,9 @@ def batches(cfg: TrainConfig, iconic: Sequence[Path], start: int = 0) -> Iterato
             yield pending.pop(0).result()
 
 
-def scene_frames(size: tuple[int, int], seeds: Sequence[int] = (101, 102), every: int = 90
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scene_frames(
+    size: tuple[int, int], seeds: Sequence[int] = (101, 102), every: int = 90
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CheckoutScene frames at model size: (images, classes, instances)."""
     h, w = size
     ims, cls, ins = [], [], []
@@ -143,17 +145,22 @@ def scene_frames(size: tuple[int, int], seeds: Sequence[int] = (101, 102), every
     return np.stack(ims), np.stack(cls), np.stack(ins)
 
 
-def validation_sets(cfg: TrainConfig, train_iconic: Sequence[Path], held_iconic: Sequence[Path]
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def validation_sets(
+    cfg: TrainConfig, train_iconic: Sequence[Path], held_iconic: Sequence[Path]
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Held-out seeds with training items; held-out products on held-out counters; scene frames."""
     seeds = range(10**8, 10**8 + cfg.val_images)
     bgs = _read_backgrounds(cfg.background_images)
-    sets = {"composites_seen_items": make_batch(
-        CompositeMaker(load_sprites(train_iconic) + demo_sprites(), cfg.size, backgrounds=bgs), seeds)}
+    sets = {
+        "composites_seen_items": make_batch(
+            CompositeMaker(load_sprites(train_iconic) + demo_sprites(), cfg.size, backgrounds=bgs), seeds
+        )
+    }
     if held_iconic:  # on the user's counter when fitting, else on counter styles never trained on
         styles = TRAIN_STYLES if bgs else HELDOUT_STYLES
-        maker = CompositeMaker(load_sprites(held_iconic), cfg.size, styles=styles, backgrounds=bgs,
-                               procedural_share=0.0)
+        maker = CompositeMaker(
+            load_sprites(held_iconic), cfg.size, styles=styles, backgrounds=bgs, procedural_share=0.0
+        )
         sets["composites_heldout_items" + ("" if bgs else "_counters")] = make_batch(maker, seeds)
     sets["checkout_scene"] = scene_frames(cfg.size)
     return sets
@@ -161,21 +168,26 @@ def validation_sets(cfg: TrainConfig, train_iconic: Sequence[Path], held_iconic:
 
 # --------------------------------------------------------------------------- train / evaluate
 
+
 @torch.no_grad()
 def predict(net: SegNet, images: np.ndarray, batch: int = 16) -> np.ndarray:
     net.eval()
-    out = [net(to_input(images[i:i + batch])).argmax(1).to(torch.uint8).numpy()
-           for i in range(0, len(images), batch)]
+    out = [net(to_input(images[i : i + batch])).argmax(1).to(torch.uint8).numpy() for i in range(0, len(images), batch)]
     return np.concatenate(out)
 
 
 def pixel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Foreground IoU (item or boundary vs background), boundary IoU and pixel accuracy."""
+
     def iou(a: np.ndarray, b: np.ndarray) -> float:
         union = np.logical_or(a, b).sum()
         return float(np.logical_and(a, b).sum() / union) if union else 1.0
-    return {"foreground_iou": iou(pred > 0, truth > 0), "boundary_iou": iou(pred == 2, truth == 2),
-            "pixel_accuracy": float((pred == truth).mean())}
+
+    return {
+        "foreground_iou": iou(pred > 0, truth > 0),
+        "boundary_iou": iou(pred == 2, truth == 2),
+        "pixel_accuracy": float((pred == truth).mean()),
+    }
 
 
 def evaluate(net: SegNet, sets: Mapping[str, tuple[np.ndarray, ...]]) -> dict[str, dict[str, float]]:
@@ -189,9 +201,13 @@ def _lr_factor(progress: float) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.03) / 0.97)))
 
 
-def train(cfg: TrainConfig, net: SegNet | None = None, *,
-          batch_source: Iterator[tuple[np.ndarray, ...]] | None = None,
-          progress: bool = True) -> tuple[SegNet, dict]:
+def train(
+    cfg: TrainConfig,
+    net: SegNet | None = None,
+    *,
+    batch_source: Iterator[tuple[np.ndarray, ...]] | None = None,
+    progress: bool = True,
+) -> tuple[SegNet, dict]:
     """Train for ``cfg.minutes`` of wall time (or ``cfg.max_steps``); returns the net and a summary."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -201,8 +217,10 @@ def train(cfg: TrainConfig, net: SegNet | None = None, *,
         batch_source = batches(cfg, train_iconic, start=cfg.seed * 10**7)
     encoder = [p for n, p in net.named_parameters() if n.startswith(("stem", "blocks"))]
     decoder = [p for n, p in net.named_parameters() if not n.startswith(("stem", "blocks"))]
-    opt = torch.optim.AdamW([{"params": encoder, "lr": cfg.lr * cfg.encoder_lr_scale},
-                             {"params": decoder, "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": encoder, "lr": cfg.lr * cfg.encoder_lr_scale}, {"params": decoder, "lr": cfg.lr}],
+        weight_decay=cfg.weight_decay,
+    )
     base = [g["lr"] for g in opt.param_groups]
     weights = torch.tensor(cfg.class_weights)
     budget = cfg.minutes * 60.0
@@ -229,9 +247,13 @@ def train(cfg: TrainConfig, net: SegNet | None = None, *,
         bar.set_postfix(step=step, loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     net.eval()
-    return net, {"steps": step, "images_seen": step * cfg.batch, "minutes": (time.monotonic() - t0) / 60,
-                 "final_loss": float(np.mean(losses[-50:])) if losses else float("nan"),
-                 "config": asdict(cfg)}
+    return net, {
+        "steps": step,
+        "images_seen": step * cfg.batch,
+        "minutes": (time.monotonic() - t0) / 60,
+        "final_loss": float(np.mean(losses[-50:])) if losses else float("nan"),
+        "config": asdict(cfg),
+    }
 
 
 def save_checkpoint(net: SegNet, summary: dict, path: Path) -> None:
@@ -239,6 +261,7 @@ def save_checkpoint(net: SegNet, summary: dict, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- build: train, export, measure
+
 
 def latency_ms(path: Path, size: tuple[int, int], threads: int = 1, runs: int = 40) -> float:
     """Median ONNX Runtime CPU latency of one frame."""
@@ -256,27 +279,44 @@ def latency_ms(path: Path, size: tuple[int, int], threads: int = 1, runs: int = 
 
 def onnx_predict(path: Path, images: np.ndarray, batch: int = 16) -> np.ndarray:
     sess = ort_session(path, 1)
-    return np.concatenate([sess.run(["classes"], {"images": images[i:i + batch]})[0]
-                           for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [sess.run(["classes"], {"images": images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    )
 
 
 def metadata(cfg: TrainConfig, summary: dict, version: str) -> dict[str, object]:
     return {
-        "name": NAME, "version": version, "input_size": list(cfg.size), "class_names": list(CLASS_NAMES),
+        "name": NAME,
+        "version": version,
+        "input_size": list(cfg.size),
+        "class_names": list(CLASS_NAMES),
         "normalisation": normalisation_meta(backbone.MEAN, backbone.STD),
         "boundary_band_px": BAND,
-        "training_data": (f"{summary['images_seen']} synthetic composites: grocery-store iconic packshots "
-                          f"(cut out, {summary.get('n_train_iconic', 0)} products), 8 procedural demo "
-                          "products, procedural bottles/cans/boxes/produce on procedural counters; hands as "
-                          "background" + (f"; {cfg.realism:.0%} realistic: real hand cutouts (hands TRAIN split), "
-                                          "photo backgrounds, photo-textured items, hard shadows, text overlays"
-                                          if cfg.realism else "")),
+        "training_data": (
+            f"{summary['images_seen']} synthetic composites: grocery-store iconic packshots "
+            f"(cut out, {summary.get('n_train_iconic', 0)} products), 8 procedural demo "
+            "products, procedural bottles/cans/boxes/produce on procedural counters; hands as "
+            "background"
+            + (
+                f"; {cfg.realism:.0%} realistic: real hand cutouts (hands TRAIN split), "
+                "photo backgrounds, photo-textured items, hard shadows, text overlays"
+                if cfg.realism
+                else ""
+            )
+        ),
         "architecture": "U-Net, EfficientNet-Lite0 encoder (ImageNet) to stride 16, DS-conv decoder",
     }
 
 
-def build_segmenter(out: Path, cfg: TrainConfig, *, init: Path | None = None, version: str = "1",
-                    progress: bool = True, quantize: bool = True) -> dict:
+def build_segmenter(
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    init: Path | None = None,
+    version: str = "1",
+    progress: bool = True,
+    quantize: bool = True,
+) -> dict:
     """Train (from ImageNet, or from the ONNX model ``init``), export fp32 (and int8 when it keeps
     accuracy and is faster), measure on held-out sets; writes OUT/segmenter.onnx and summary.json."""
     out.mkdir(parents=True, exist_ok=True)
@@ -290,16 +330,21 @@ def build_segmenter(out: Path, cfg: TrainConfig, *, init: Path | None = None, ve
     summary["heldout_iconic"] = [p.stem for p in held_iconic]
     sets = validation_sets(cfg, train_iconic, held_iconic)
     summary["torch"] = evaluate(net, sets)
-    fp32 = export_onnx(export_wrapper(net), sets["checkout_scene"][0][:1], out / "segmenter.fp32.onnx",
-                       input_name="images", output_names=["classes", "confidence"],
-                       metadata=metadata(cfg, summary, version))
+    fp32 = export_onnx(
+        export_wrapper(net),
+        sets["checkout_scene"][0][:1],
+        out / "segmenter.fp32.onnx",
+        input_name="images",
+        output_names=["classes", "confidence"],
+        metadata=metadata(cfg, summary, version),
+    )
     probe = np.concatenate([s[0][:8] for s in sets.values()])
     with torch.no_grad():
         ref = export_wrapper(net)(torch.from_numpy(probe))[0].numpy()
     summary["torch_vs_ort_class_agreement"] = float((onnx_predict(fp32, probe) == ref).mean())
     variants = {"fp32": fp32}
     if quantize:
-        calib = [s[0][i:i + 4] for s in sets.values() for i in range(0, min(len(s[0]), 16), 4)]
+        calib = [s[0][i : i + 4] for s in sets.values() for i in range(0, min(len(s[0]), 16), 4)]
         variants["int8"] = quantize_int8(fp32, out / "segmenter.int8.onnx", calib)
     summary["onnx"] = {}
     for name, path in variants.items():
@@ -342,31 +387,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip static int8 quantisation")
     p.add_argument("--ship", action="store_true", help="copy the result into stream/models with its card")
     p.add_argument("--version", default="1")
-    p.add_argument("--realism", type=float, default=0.6,
-                   help="share of realistic composites (real hand cutouts of the hands TRAIN split, photo "
-                        "backgrounds, photo-textured items, hard shadows, text); 0 = synthetic only")
-    p.add_argument("--data", default=str(default_iconic_dir().parents[1]),
-                   help="shared data root (real/hands, clips, grocery-store/train)")
+    p.add_argument(
+        "--realism",
+        type=float,
+        default=0.6,
+        help="share of realistic composites (real hand cutouts of the hands TRAIN split, photo "
+        "backgrounds, photo-textured items, hard shadows, text); 0 = synthetic only",
+    )
+    p.add_argument(
+        "--data",
+        default=str(default_iconic_dir().parents[1]),
+        help="shared data root (real/hands, clips, grocery-store/train)",
+    )
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.realism <= 1.0:
-        print(f"python -m export segmenter: error: --realism: expected a share in [0, 1], found {args.realism}",
-              file=sys.stderr)
+        print(
+            f"python -m export segmenter: error: --realism: expected a share in [0, 1], found {args.realism}",
+            file=sys.stderr,
+        )
         return 2
-    common = {"iconic_dir": args.iconic, "realism": args.realism, "data_root": args.data,
-              "freeze_bn": args.init is not None}
+    common = {
+        "iconic_dir": args.iconic,
+        "realism": args.realism,
+        "data_root": args.data,
+        "freeze_bn": args.init is not None,
+    }
     cfg = TrainConfig(minutes=args.minutes, lr=args.lr, **common)
     if args.tiny:
         cfg = TrainConfig(minutes=1.0, max_steps=2, batch=2, workers=0, val_images=4, **common)
-    summary = build_segmenter(args.out, cfg, init=args.init, version=args.version,
-                              quantize=not args.no_int8 and not args.tiny)
+    summary = build_segmenter(
+        args.out, cfg, init=args.init, version=args.version, quantize=not args.no_int8 and not args.tiny
+    )
     (args.out / "segmenter.md").write_text(card(summary))
     if args.ship:
         ship_model(args.out / "segmenter.onnx", "segmenter", card(summary))
-    print(json.dumps({k: summary[k] for k in ("steps", "images_seen", "chosen", "onnx",
-                                              "torch_vs_ort_class_agreement")}, indent=2))
+    print(
+        json.dumps(
+            {k: summary[k] for k in ("steps", "images_seen", "chosen", "onnx", "torch_vs_ort_class_agreement")},
+            indent=2,
+        )
+    )
     return 0
 
 

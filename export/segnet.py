@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
@@ -28,8 +28,12 @@ DEFAULT_SIZE = (192, 256)  # (H, W): 4:3 like most cameras
 def _ds(cin: int, cout: int) -> nn.Sequential:
     """Depthwise-separable 3x3 conv + BN + ReLU (cheap at the high-resolution levels)."""
     return nn.Sequential(
-        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
-        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+        nn.BatchNorm2d(cin),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -45,8 +49,7 @@ class SegNet(nn.Module):
         self.ends = tuple(ends)
         c2, c4, c8, c16 = backbone.FEATURE_CHANNELS[:4]
         w16, w8, w4, w2 = widths
-        self.lat16 = nn.Sequential(nn.Conv2d(c16, w16, 1, bias=False), nn.BatchNorm2d(w16),
-                                   nn.ReLU(inplace=True))
+        self.lat16 = nn.Sequential(nn.Conv2d(c16, w16, 1, bias=False), nn.BatchNorm2d(w16), nn.ReLU(inplace=True))
         self.dec8 = _ds(w16 + c8, w8)
         self.dec4 = _ds(w8 + c4, w4)
         self.dec2 = _ds(w4 + c2, w2)
@@ -95,8 +98,11 @@ def export_wrapper(net: SegNet) -> nn.Module:
 def _conv_bn_pairs(net: SegNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
     """Every conv in forward order, with the BatchNorm registered right after it (if any)."""
     mods = list(net.modules())
-    bn_of = {id(m): mods[i + 1] for i, m in enumerate(mods[:-1])
-             if isinstance(m, nn.Conv2d) and isinstance(mods[i + 1], nn.BatchNorm2d)}
+    bn_of = {
+        id(m): mods[i + 1]
+        for i, m in enumerate(mods[:-1])
+        if isinstance(m, nn.Conv2d) and isinstance(mods[i + 1], nn.BatchNorm2d)
+    }
     order: list[nn.Conv2d] = []
     hooks = [m.register_forward_hook(lambda m, *_: order.append(m)) for m in mods if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
@@ -123,7 +129,7 @@ def load_onnx_weights(net: SegNet, onnx_path: Path) -> SegNet:
         node = producers.get(name)
         if node is not None and node.op_type == "DequantizeLinear":
             x, scale = value(node.input[0]), value(node.input[1])
-            zero = value(node.input[2]) if len(node.input) > 2 else np.zeros_like(scale)  # noqa: PLR2004
+            zero = value(node.input[2]) if len(node.input) > 2 else np.zeros_like(scale)
             shape = [-1 if i == 0 else 1 for i in range(x.ndim)] if scale.ndim else []
             return (x - zero.reshape(shape)) * scale.reshape(shape)
         raise ValueError(f"{onnx_path}: cannot find the value of tensor {name!r}")
@@ -131,15 +137,18 @@ def load_onnx_weights(net: SegNet, onnx_path: Path) -> SegNet:
     convs = [n for n in graph.node if n.op_type == "Conv"]
     pairs = _conv_bn_pairs(net)
     if len(convs) != len(pairs):
-        raise ValueError(f"{onnx_path}: expected {len(pairs)} convolutions of a checkout segmenter, found "
-                         f"{len(convs)}: not exported by export/segmenter.py with the same widths?")
+        raise ValueError(
+            f"{onnx_path}: expected {len(pairs)} convolutions of a checkout segmenter, found "
+            f"{len(convs)}: not exported by export/segmenter.py with the same widths?"
+        )
     with torch.no_grad():
         for node, (conv, bn) in zip(convs, pairs, strict=True):
             w = value(node.input[1])
-            b = value(node.input[2]) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)  # noqa: PLR2004
+            b = value(node.input[2]) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
             if tuple(w.shape) != tuple(conv.weight.shape):
-                raise ValueError(f"{onnx_path}: conv {node.name} has weights {w.shape}, expected "
-                                 f"{tuple(conv.weight.shape)}")
+                raise ValueError(
+                    f"{onnx_path}: conv {node.name} has weights {w.shape}, expected {tuple(conv.weight.shape)}"
+                )
             conv.weight.copy_(torch.from_numpy(w))
             if bn is None:
                 assert conv.bias is not None

@@ -64,8 +64,9 @@ class RunOptions:
     frames_log: Path | None = None
 
 
-def load_recognition(cfg: Config, catalog_dir: Path | None = None,
-                     photos: dict[str, list[np.ndarray]] | None = None) -> tuple[Embedder | None, Catalog | None]:
+def load_recognition(
+    cfg: Config, catalog_dir: Path | None = None, photos: dict[str, list[np.ndarray]] | None = None
+) -> tuple[Embedder | None, Catalog | None]:
     """(embedder, catalog), or (None, None) when there is nothing to recognise against."""
     if catalog_dir is None and photos is None:
         log.warning("no --catalog given: items are tracked and reported as unrecognised")
@@ -95,11 +96,19 @@ def window_and_recorder(cfg: Config, record: Path | None, display: bool) -> Make
     return make
 
 
-def build_runtime(cfg: Config, open_source: OpenSource, sinks: SinksLike, *,
-                  embedder: EmbedderLike | None = None, catalog: CatalogLike | None = None,
-                  outputs: MakeOutputs | None = None, frames_log: IO[str] | None = None,
-                  stop: threading.Event | None = None, segmenter: SegmenterLike | None = None,
-                  run_id: str | None = None) -> Runtime:
+def build_runtime(
+    cfg: Config,
+    open_source: OpenSource,
+    sinks: SinksLike,
+    *,
+    embedder: EmbedderLike | None = None,
+    catalog: CatalogLike | None = None,
+    outputs: MakeOutputs | None = None,
+    frames_log: IO[str] | None = None,
+    stop: threading.Event | None = None,
+    segmenter: SegmenterLike | None = None,
+    run_id: str | None = None,
+) -> Runtime:
     """Wire one lane from the config and the pieces given (models, catalog and sinks are the caller's:
     they may be shared). The source is opened here, after the stages, so that a slow camera connect
     never races model loading; it reports its status into the runtime's inbox."""
@@ -113,10 +122,20 @@ def build_runtime(cfg: Config, open_source: OpenSource, sinks: SinksLike, *,
     baskets = Baskets(cfg.basket, events) if cfg.basket.enabled else None
     pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets)
     frame_outputs = list(outputs(props)) if outputs is not None else []
-    return Runtime(source, pipeline, events, sinks, frame_outputs,
-                   overlay=Overlay(cfg.overlay) if frame_outputs else None, inbox=inbox,
-                   threaded=cfg.runtime.threaded, stats_interval_s=cfg.runtime.stats_interval_s,
-                   shutdown_timeout_s=cfg.runtime.shutdown_timeout_s, frames_log=frames_log, stop=stop)
+    return Runtime(
+        source,
+        pipeline,
+        events,
+        sinks,
+        frame_outputs,
+        overlay=Overlay(cfg.overlay) if frame_outputs else None,
+        inbox=inbox,
+        threaded=cfg.runtime.threaded,
+        stats_interval_s=cfg.runtime.stats_interval_s,
+        shutdown_timeout_s=cfg.runtime.shutdown_timeout_s,
+        frames_log=frames_log,
+        stop=stop,
+    )
 
 
 def _with_live(outputs: MakeOutputs, http: LaneHttp) -> MakeOutputs:
@@ -141,15 +160,23 @@ def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threadi
         stack.callback(sinks.close)
         frames_log = None
         if options.frames_log is not None:
-            frames_log = stack.enter_context(open(options.frames_log, "w", buffering=1 << 16))  # noqa: SIM115
+            frames_log = stack.enter_context(open(options.frames_log, "w", buffering=1 << 16))
         outputs = window_and_recorder(cfg, options.record, options.display)
         if http is not None:
             outputs = _with_live(outputs, http)
-        rt = build_runtime(cfg, open_source, sinks, embedder=embedder, catalog=catalog,
-                           outputs=outputs, frames_log=frames_log, stop=stop, segmenter=segmenter)
+        rt = build_runtime(
+            cfg,
+            open_source,
+            sinks,
+            embedder=embedder,
+            catalog=catalog,
+            outputs=outputs,
+            frames_log=frames_log,
+            stop=stop,
+            segmenter=segmenter,
+        )
         if http is not None:
-            http.attach(rt, sinks, lane_identity(segmenter, embedder, catalog),
-                        draw=rt.overlay or Overlay(cfg.overlay))
+            http.attach(rt, sinks, lane_identity(segmenter, embedder, catalog), draw=rt.overlay or Overlay(cfg.overlay))
             rt.observer = http
         stack.callback(rt.source.close)
         summary = rt.run()

@@ -69,8 +69,13 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     return load_config(getattr(args, "config", None), overrides)
 
 
-def _run(args: argparse.Namespace, cfg: Config, open_source: Callable, photos: dict | None = None,
-         default_record: Path | None = None) -> int:
+def _run(
+    args: argparse.Namespace,
+    cfg: Config,
+    open_source: Callable,
+    photos: dict | None = None,
+    default_record: Path | None = None,
+) -> int:
     from stream.app import RunOptions, run
     from stream.stats import write_summary
 
@@ -83,9 +88,13 @@ def _run(args: argparse.Namespace, cfg: Config, open_source: Callable, photos: d
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     record = args.record or (None if not args.no_display and _display() else default_record)
-    options = RunOptions(catalog=getattr(args, "catalog", None), photos=photos,
-                         record=Path(record) if record else None, display=not args.no_display,
-                         frames_log=args.frames_log)
+    options = RunOptions(
+        catalog=getattr(args, "catalog", None),
+        photos=photos,
+        record=Path(record) if record else None,
+        display=not args.no_display,
+        frames_log=args.frames_log,
+    )
     summary = run(cfg, open_source, options, stop)
     write_summary(summary, sys.stderr)
     return EXIT_OK
@@ -98,6 +107,7 @@ def _display() -> bool:
 
 
 # ------------------------------------------------------------------------------------- commands
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.sources.file import open_source
@@ -115,9 +125,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     scene = CheckoutScene(seed=args.seed, duration_s=args.duration)
     default_record = Path(args.record) if args.record else Path(tempfile.gettempdir()) / "checkout-stream-demo.mp4"
-    return _run(args, cfg, lambda _on_status, stop: SceneSource(scene, realtime=not args.fast, loop=args.loop,
-                                                               stop=stop),
-                photos=demo_photos(), default_record=default_record)
+    return _run(
+        args,
+        cfg,
+        lambda _on_status, stop: SceneSource(scene, realtime=not args.fast, loop=args.loop, stop=stop),
+        photos=demo_photos(),
+        default_record=default_record,
+    )
 
 
 def cmd_catalog_build(args: argparse.Namespace) -> int:
@@ -161,8 +175,7 @@ def cmd_eval_catalog(args: argparse.Namespace) -> int:
     from stream.eval.catalog import eval_catalog, format_table
 
     cfg = _config(args)
-    result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog,
-                          progress=not args.json)
+    result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog, progress=not args.json)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return EXIT_OK
 
@@ -171,37 +184,52 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     from stream.eval.segment import eval_segment, format_table
 
     cfg = _config(args)
-    result = eval_segment(Path(args.images), Path(args.masks), cfg.segment, cfg.boxes,
-                          progress=not args.json)
+    result = eval_segment(Path(args.images), Path(args.masks), cfg.segment, cfg.boxes, progress=not args.json)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------- parser
 
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML file overriding configs/default.yaml")
-    p.add_argument("--provider", choices=("auto", "tensorrt", "cuda", "cpu"),
-                   help="ONNX Runtime provider for both models (default: from config, auto)")
+    p.add_argument(
+        "--provider",
+        choices=("auto", "tensorrt", "cuda", "cpu"),
+        help="ONNX Runtime provider for both models (default: from config, auto)",
+    )
 
 
 def _live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--record", metavar="FILE", help="write the annotated video to FILE (.mp4)")
-    p.add_argument("--events", metavar="SPEC", action="append",
-                   help="event sink: stdout, tcp://127.0.0.1:PORT, jsonl:FILE, mqtt://HOST:PORT[/PREFIX] or "
-                        "https://HOST/PATH (webhook) (repeatable; default stdout)")
-    p.add_argument("--http", metavar="HOST:PORT",
-                   help="serve /healthz /readyz /metrics /live there (127.0.0.1:8080; other hosts need "
-                        "events.token or CHECKOUT_STREAM_TOKEN)")
-    p.add_argument("--frames-log", metavar="FILE", type=Path,
-                   help="one JSON line per processed frame: times, frame age, confirmed tracks")
+    p.add_argument(
+        "--events",
+        metavar="SPEC",
+        action="append",
+        help="event sink: stdout, tcp://127.0.0.1:PORT, jsonl:FILE, mqtt://HOST:PORT[/PREFIX] or "
+        "https://HOST/PATH (webhook) (repeatable; default stdout)",
+    )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve /healthz /readyz /metrics /live there (127.0.0.1:8080; other hosts need "
+        "events.token or CHECKOUT_STREAM_TOKEN)",
+    )
+    p.add_argument(
+        "--frames-log",
+        metavar="FILE",
+        type=Path,
+        help="one JSON line per processed frame: times, frame age, confirmed tracks",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="checkout-stream",
-        description="Segment, track and recognise items on a checkout counter from a camera, file or RTSP URL.")
+        description="Segment, track and recognise items on a checkout counter from a camera, file or RTSP URL.",
+    )
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -223,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     cat = sub.add_parser("catalog", help="build, extend or inspect a product catalog").add_subparsers(
-        dest="catalog_command", required=True, metavar="ACTION")
+        dest="catalog_command", required=True, metavar="ACTION"
+    )
     p = cat.add_parser("build", help="embed PHOTOS/<product>/*.jpg (or PHOTOS/<product>.jpg) into a catalog")
     p.add_argument("photos", help="folder of product photos")
     p.add_argument("-o", "--output", required=True, help="catalog folder to write")
@@ -240,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_catalog_info)
 
     ev = sub.add_parser("eval", help="measure recognition or segmentation on your data").add_subparsers(
-        dest="eval_command", required=True, metavar="WHAT")
+        dest="eval_command", required=True, metavar="WHAT"
+    )
     p = ev.add_parser("catalog", help="top-1/top-5 of the embedder + catalog")
     p.add_argument("--gallery", required=True, help="DIR/<product>/*.jpg or DIR/<product>.jpg (the catalog)")
     p.add_argument("--queries", required=True, help="DIR/<product>/*.jpg (photos to recognise)")
@@ -257,8 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
-                        format="checkout-stream: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        stream=sys.stderr,
+        format="checkout-stream: %(levelname)s: %(message)s",
+    )
     for noisy in ("numba", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -113,8 +113,9 @@ class EventFactory:
         """The seq of the last event built (0 before the first)."""
         return self._seq
 
-    def _envelope(self, type_: str, track_id: int | None, frame_index: int | None,
-                  capture_utc: str | None, age_ms: float | None) -> dict[str, Any]:
+    def _envelope(
+        self, type_: str, track_id: int | None, frame_index: int | None, capture_utc: str | None, age_ms: float | None
+    ) -> dict[str, Any]:
         key = (type_, track_id)
         n = self._counts.get(key, 0)
         self._counts[key] = n + 1
@@ -135,8 +136,16 @@ class EventFactory:
             "emitted_utc": utc_iso(self._wallclock()),
         }
 
-    def item(self, type: str, frame: Frame, track_id: int, bbox: Sequence[float],
-             label: Label | None, *, zone: str = WHOLE_FRAME) -> dict[str, Any]:
+    def item(
+        self,
+        type: str,
+        frame: Frame,
+        track_id: int,
+        bbox: Sequence[float],
+        label: Label | None,
+        *,
+        zone: str = WHOLE_FRAME,
+    ) -> dict[str, Any]:
         """An ``item.*`` event for one track seen in ``frame``; ``bbox`` is xyxy in source pixels,
         ``zone`` the counting zone the item is in (stream/stages/zones.py; default the whole frame).
 
@@ -157,23 +166,29 @@ class EventFactory:
                 label=str(label.product),
                 score=round(_finite("label.score", label.score), 6),
                 margin=round(_finite("label.margin", label.margin), 6),
-                topk=[{"product": str(p), "score": round(_finite("topk score", s), 6)}
-                      for p, s in label.topk],
+                topk=[{"product": str(p), "score": round(_finite("topk score", s), 6)} for p, s in label.topk],
                 unknown=bool(label.unknown),
             )
         return event
 
-    def status(self, type: str, detail: dict[str, Any],
-               frame_index: int | None = None) -> dict[str, Any]:
+    def status(self, type: str, detail: dict[str, Any], frame_index: int | None = None) -> dict[str, Any]:
         """A ``source.*`` event. No frame is at hand, so capture_utc and age_ms are null."""
         _check_type(type, "status")
         event = self._envelope(type, None, None if frame_index is None else int(frame_index), None, None)
         event["detail"] = dict(detail)
         return event
 
-    def basket(self, type: str, basket_id: str, fields: dict[str, Any], *, track_id: int | None = None,
-               frame_index: int | None = None, capture_utc: str | None = None,
-               age_ms: float | None = None) -> dict[str, Any]:
+    def basket(
+        self,
+        type: str,
+        basket_id: str,
+        fields: dict[str, Any],
+        *,
+        track_id: int | None = None,
+        frame_index: int | None = None,
+        capture_utc: str | None = None,
+        age_ms: float | None = None,
+    ) -> dict[str, Any]:
         """A ``basket.*`` event of basket ``basket_id``; ``fields`` are the type's own (copied).
 
         The frame fields are those of the item event that caused it (null for a close on idle or by

@@ -33,8 +33,9 @@ from stream.types import (
 
 
 class EventsLike(Protocol):
-    def item(self, type: str, frame: Frame, track_id: int, bbox: Sequence[float],
-             label: Label | None) -> dict[str, Any]: ...
+    def item(
+        self, type: str, frame: Frame, track_id: int, bbox: Sequence[float], label: Label | None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,16 @@ def _bbox(xyxy: np.ndarray) -> list[float]:
 
 
 class Pipeline:
-    def __init__(self, segmenter: SegmenterLike, boxes: BoxesLike, tracker: TrackerLike,
-                 classifier: ClassifierLike, events: EventsLike, *, baskets: Baskets | None = None) -> None:
+    def __init__(
+        self,
+        segmenter: SegmenterLike,
+        boxes: BoxesLike,
+        tracker: TrackerLike,
+        classifier: ClassifierLike,
+        events: EventsLike,
+        *,
+        baskets: Baskets | None = None,
+    ) -> None:
         self.segmenter = segmenter
         self.boxes = boxes
         self.tracker = tracker
@@ -105,12 +114,19 @@ class Pipeline:
             if tid in changed:
                 events.append(self.events.item("item.classified", frame, tid, box, changed[tid]))
             if state == CONFIRMED:
-                views.append(TrackView(tid, tuple(box), int(tracks.detection_index[i]),  # type: ignore[arg-type]
-                                       self.classifier.label(tid)))
+                views.append(
+                    TrackView(
+                        tid,
+                        (box[0], box[1], box[2], box[3]),
+                        int(tracks.detection_index[i]),
+                        self.classifier.label(tid),
+                    )
+                )
         if self.baskets is not None:
             events += self.baskets.update(events, frame.t_capture)
-        times = StageTimes(segment=detected.segment_ms, boxes=detected.boxes_ms,
-                           track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0)
+        times = StageTimes(
+            segment=detected.segment_ms, boxes=detected.boxes_ms, track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0
+        )
         return FrameResult(frame, dets, tuple(views), tuple(events), times)
 
     def warm_up(self, size: tuple[int, int] = (640, 480)) -> None:

@@ -132,11 +132,23 @@ class Runtime:
     callback). ``run()`` closes the sinks and outputs when it returns.
     """
 
-    def __init__(self, source: Source, pipeline: Pipeline, events: EventFactory, sinks: SinksLike,
-                 outputs: list[FrameOutput], *, overlay: DrawerLike | None = None,
-                 inbox: StatusInbox | None = None, threaded: bool = True, stats_interval_s: float = 5.0,
-                 shutdown_timeout_s: float = 1.0, frames_log: IO[str] | None = None,
-                 stderr: IO[str] | None = None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        pipeline: Pipeline,
+        events: EventFactory,
+        sinks: SinksLike,
+        outputs: list[FrameOutput],
+        *,
+        overlay: DrawerLike | None = None,
+        inbox: StatusInbox | None = None,
+        threaded: bool = True,
+        stats_interval_s: float = 5.0,
+        shutdown_timeout_s: float = 1.0,
+        frames_log: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         if outputs and overlay is None:
             raise ValueError("Runtime: outputs need an overlay to draw their frames")
         self.source = source
@@ -318,9 +330,12 @@ class Runtime:
             "stage_ms": {s: round(getattr(t, s), 3) for s in ("segment", "boxes", "track", "classify")},
             "age_ms": round(age_ms, 2),
             "tracks": [
-                {"track_id": v.track_id, "bbox": list(v.xyxy),
-                 "label": v.label.product if v.label else None,
-                 "score": round(v.label.score, 4) if v.label else None}
+                {
+                    "track_id": v.track_id,
+                    "bbox": list(v.xyxy),
+                    "label": v.label.product if v.label else None,
+                    "score": round(v.label.score, 4) if v.label else None,
+                }
                 for v in result.tracks
             ],
         }
@@ -333,8 +348,10 @@ class Runtime:
     def status_line(self) -> str:
         st = self.stats
         age = st.frame_age.summary()["p50"] if len(st.frame_age) else 0.0
-        return (f"{self.fps():5.1f} fps | age p50 {age:.0f} ms | read {st.frames_read} "
-                f"processed {st.frames_processed} dropped {st.frames_dropped}")
+        return (
+            f"{self.fps():5.1f} fps | age p50 {age:.0f} ms | read {st.frames_read} "
+            f"processed {st.frames_processed} dropped {st.frames_dropped}"
+        )
 
     def _output(self, result: FrameResult) -> bool:
         """Draw the overlay once and hand it to every output; False when one asked to stop."""

@@ -64,9 +64,12 @@ class RunStats:
 
 def write_summary(summary: dict[str, Any], out: IO[str]) -> None:
     """The end-of-run summary for people (the machine-readable one is the run.summary event)."""
-    print(f"frames: read {summary['frames_read']}, processed {summary['frames_processed']}, "
-          f"dropped {summary['frames_dropped']}; {summary['fps']} fps over {summary['wall_s']} s; "
-          f"{summary['events']} events", file=out)
+    print(
+        f"frames: read {summary['frames_read']}, processed {summary['frames_processed']}, "
+        f"dropped {summary['frames_dropped']}; {summary['fps']} fps over {summary['wall_s']} s; "
+        f"{summary['events']} events",
+        file=out,
+    )
     print(f"{'stage':<10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}", file=out)
     rows = list(summary["stage_ms"].items()) + [("frame age", summary["frame_age_ms"])]
     for name, p in rows:

@@ -93,9 +93,7 @@ class SegMap:
         _check("SegMap.classes", self.classes, np.uint8, 2)
         _check("SegMap.confidence", self.confidence, np.float32, 2)
         if self.classes.shape != self.confidence.shape:
-            raise ValueError(
-                f"SegMap: classes {self.classes.shape} and confidence {self.confidence.shape} differ"
-            )
+            raise ValueError(f"SegMap: classes {self.classes.shape} and confidence {self.confidence.shape} differ")
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -132,8 +130,14 @@ class Detections:
         _check("Detections.class_id", self.class_id, np.int32, 1)
         _check("Detections.instance_map", self.instance_map, np.int32, 2)
         n = len(self)
-        _rows("Detections", n, ("area", self.area), ("centroid", self.centroid),
-              ("confidence", self.confidence), ("class_id", self.class_id))
+        _rows(
+            "Detections",
+            n,
+            ("area", self.area),
+            ("centroid", self.centroid),
+            ("confidence", self.confidence),
+            ("class_id", self.class_id),
+        )
         if self.xyxy.shape[1] != 4 or self.centroid.shape[1] != 2:
             raise ValueError("Detections: xyxy must be [N, 4] and centroid [N, 2]")
 
@@ -146,9 +150,14 @@ class Detections:
         idx = _row_index("Detections", len(self), rows)
         lut = np.zeros(len(self) + 1, np.int32)
         lut[idx + 1] = np.arange(1, len(idx) + 1, dtype=np.int32)
-        return Detections(xyxy=self.xyxy[idx], area=self.area[idx], centroid=self.centroid[idx],
-                          confidence=self.confidence[idx], class_id=self.class_id[idx],
-                          instance_map=lut[self.instance_map])
+        return Detections(
+            xyxy=self.xyxy[idx],
+            area=self.area[idx],
+            centroid=self.centroid[idx],
+            confidence=self.confidence[idx],
+            class_id=self.class_id[idx],
+            instance_map=lut[self.instance_map],
+        )
 
     __getitem__ = select
 
@@ -196,8 +205,15 @@ class Tracks:
         _check("Tracks.detection_index", self.detection_index, np.int64, 1)
         _check("Tracks.score", self.score, np.float32, 1)
         _check("Tracks.age", self.age, np.int32, 1)
-        _rows("Tracks", len(self), ("xyxy", self.xyxy), ("state", self.state),
-              ("detection_index", self.detection_index), ("score", self.score), ("age", self.age))
+        _rows(
+            "Tracks",
+            len(self),
+            ("xyxy", self.xyxy),
+            ("state", self.state),
+            ("detection_index", self.detection_index),
+            ("score", self.score),
+            ("age", self.age),
+        )
 
     def __len__(self) -> int:
         return int(self.track_id.shape[0])
@@ -205,8 +221,14 @@ class Tracks:
     def select(self, rows: np.ndarray | list[int] | list[bool]) -> Tracks:
         """The given rows (a bool mask or row numbers, in that order)."""
         idx = _row_index("Tracks", len(self), rows)
-        return Tracks(track_id=self.track_id[idx], xyxy=self.xyxy[idx], state=self.state[idx],
-                      detection_index=self.detection_index[idx], score=self.score[idx], age=self.age[idx])
+        return Tracks(
+            track_id=self.track_id[idx],
+            xyxy=self.xyxy[idx],
+            state=self.state[idx],
+            detection_index=self.detection_index[idx],
+            score=self.score[idx],
+            age=self.age[idx],
+        )
 
     __getitem__ = select
 

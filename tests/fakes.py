@@ -12,8 +12,9 @@ def frame(index: int, w: int = 160, h: int = 120, t: float | None = None) -> Fra
     return Frame(img, index, float(index) / 30 if t is None else t, 1.7e9 + index / 30, "fake")
 
 
-def detections(boxes: list[tuple[float, float, float, float]], conf: float = 0.9,
-               map_shape: tuple[int, int] = (12, 16)) -> Detections:
+def detections(
+    boxes: list[tuple[float, float, float, float]], conf: float = 0.9, map_shape: tuple[int, int] = (12, 16)
+) -> Detections:
     n = len(boxes)
     xyxy = np.asarray(boxes, np.float32).reshape(n, 4)
     inst = np.zeros(map_shape, np.int32)
@@ -21,7 +22,8 @@ def detections(boxes: list[tuple[float, float, float, float]], conf: float = 0.9
         xyxy=xyxy,
         area=((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])).astype(np.float32),
         centroid=np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], 1).astype(np.float32)
-        if n else np.zeros((0, 2), np.float32),
+        if n
+        else np.zeros((0, 2), np.float32),
         confidence=np.full(n, conf, np.float32),
         class_id=np.ones(n, np.int32),
         instance_map=inst,
@@ -38,8 +40,12 @@ class ScriptedDetector:
     def segment(self, image: np.ndarray) -> SegMap:
         i = self._next
         self._next += 1
-        return SegMap(np.full((1, 1), i % 256, np.uint8), np.zeros((1, 1), np.float32), ("bg", "item"),
-                      (image.shape[1], image.shape[0]))
+        return SegMap(
+            np.full((1, 1), i % 256, np.uint8),
+            np.zeros((1, 1), np.float32),
+            ("bg", "item"),
+            (image.shape[1], image.shape[0]),
+        )
 
     def extract(self, segmap: SegMap) -> Detections:
         return detections(self.script.get(self._next - 1, []))

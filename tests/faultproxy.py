@@ -39,8 +39,9 @@ def _kill(sock: socket.socket) -> None:
 
 
 class FaultProxy:
-    def __init__(self, target: tuple[str, int], mode: str = "pass", port: int = 0,
-                 corrupt_every: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self, target: tuple[str, int], mode: str = "pass", port: int = 0, corrupt_every: int = 5, seed: int = 0
+    ) -> None:
         self.target = target
         self.port = port
         self.corrupt_every = corrupt_every

@@ -22,8 +22,10 @@ FPS = 15
 
 
 def _gst_rtsp_missing() -> str | None:
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer")
+    probe = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+        "from gi.repository import Gst, GstRtspServer"
+    )
     try:
         done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -46,8 +48,24 @@ class RtspServer:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 20.0) -> RtspServer:
-        cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--fps", str(FPS), "--codec", self.codec,
-               "--width", str(self.size[0]), "--height", str(self.size[1]), "--user", USER, "--password", PASSWORD]
+        cmd = [
+            SYSTEM_PYTHON,
+            str(SERVER),
+            "--port",
+            str(self.port),
+            "--fps",
+            str(FPS),
+            "--codec",
+            self.codec,
+            "--width",
+            str(self.size[0]),
+            "--height",
+            str(self.size[1]),
+            "--user",
+            USER,
+            "--password",
+            PASSWORD,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         with selectors.DefaultSelector() as sel:
@@ -69,7 +87,6 @@ class RtspServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-
 
 
 def wait_for(cond: Callable[[], object], timeout: float) -> bool:

@@ -24,7 +24,7 @@ ENCODERS = {
     # zerolatency keeps x264 from holding frames back (no B-frames, no lookahead), and a short GOP
     # lets a reconnecting reader find a keyframe quickly.
     "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
-            "! rtph264pay name=pay0 pt=96 config-interval=1",
+    "! rtph264pay name=pay0 pt=96 config-interval=1",
     "vp8": "vp8enc deadline=1 keyframe-max-dist={fps} ! rtpvp8pay name=pay0 pt=96",
 }
 

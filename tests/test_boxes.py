@@ -21,10 +21,15 @@ from stream.types import SegMap
 NAMES = ("background", "item", "boundary")
 
 
-def cfg(min_area_frac: float = 0.0, connectivity: int = 8, split_touching: bool = True,
-        boundary_reach: int = 1000) -> BoxesConfig:
-    return BoxesConfig(min_area_frac=min_area_frac, connectivity=connectivity,
-                       split_touching=split_touching, boundary_reach=boundary_reach)
+def cfg(
+    min_area_frac: float = 0.0, connectivity: int = 8, split_touching: bool = True, boundary_reach: int = 1000
+) -> BoxesConfig:
+    return BoxesConfig(
+        min_area_frac=min_area_frac,
+        connectivity=connectivity,
+        split_touching=split_touching,
+        boundary_reach=boundary_reach,
+    )
 
 
 def grid(rows: str) -> np.ndarray:
@@ -32,13 +37,16 @@ def grid(rows: str) -> np.ndarray:
     return np.array([[int(c) for c in r] for r in rows.split()], np.uint8)
 
 
-def segmap(classes: np.ndarray, names: tuple[str, ...] = NAMES,
-           source_size: tuple[int, int] | None = None, conf: np.ndarray | None = None) -> SegMap:
+def segmap(
+    classes: np.ndarray,
+    names: tuple[str, ...] = NAMES,
+    source_size: tuple[int, int] | None = None,
+    conf: np.ndarray | None = None,
+) -> SegMap:
     h, w = classes.shape
     if conf is None:
         conf = np.full((h, w), 0.5, np.float32)
-    return SegMap(classes=classes, confidence=conf, class_names=names,
-                  source_size=source_size or (w, h))
+    return SegMap(classes=classes, confidence=conf, class_names=names, source_size=source_size or (w, h))
 
 
 def boxes_of(det) -> list[tuple[int, ...]]:  # type: ignore[no-untyped-def]
@@ -51,15 +59,18 @@ CASES = [
     ("single pixel", grid("000 001 000"), cfg(), NAMES, [(2, 1, 3, 2, 1)]),
     ("diagonal, 4-connected", grid("10 01"), cfg(connectivity=4), NAMES, [(0, 0, 1, 1, 1), (1, 1, 2, 2, 1)]),
     ("diagonal, 8-connected", grid("10 01"), cfg(connectivity=8), NAMES, [(0, 0, 2, 2, 2)]),
-    ("touching, boundary between", grid("112211 112211 112211"), cfg(), NAMES,
-     [(0, 0, 3, 3, 9), (3, 0, 6, 3, 9)]),
-    ("touching, split off", grid("112211 112211 112211"), cfg(split_touching=False), NAMES,
-     [(0, 0, 6, 3, 18)]),
+    ("touching, boundary between", grid("112211 112211 112211"), cfg(), NAMES, [(0, 0, 3, 3, 9), (3, 0, 6, 3, 9)]),
+    ("touching, split off", grid("112211 112211 112211"), cfg(split_touching=False), NAMES, [(0, 0, 6, 3, 18)]),
     ("touching, no boundary class", grid("1111 1111"), cfg(), ("background", "item"), [(0, 0, 4, 2, 8)]),
     ("rim only, no seed", grid("0000 0220 0000"), cfg(), NAMES, [(1, 1, 3, 2, 2)]),
     ("rim grows around seed", grid("22222 21112 22222"), cfg(), NAMES, [(0, 0, 5, 3, 15)]),
-    ("min area drops speck", grid("1000000000 0000000000 0000111000 0000111000 0000111000"),
-     cfg(min_area_frac=0.1), NAMES, [(4, 2, 7, 5, 9)]),
+    (
+        "min area drops speck",
+        grid("1000000000 0000000000 0000111000 0000111000 0000111000"),
+        cfg(min_area_frac=0.1),
+        NAMES,
+        [(4, 2, 7, 5, 9)],
+    ),
     ("min area drops all", grid("100 000"), cfg(min_area_frac=0.5), NAMES, []),
     ("non-square tall", grid("1 1 0 1 1 1 0"), cfg(), NAMES, [(0, 0, 1, 2, 2), (0, 3, 1, 6, 3)]),
     ("non-square wide, 9 px", grid("110000111 000000000"), cfg(), NAMES, [(0, 0, 2, 1, 2), (6, 0, 9, 1, 3)]),
@@ -67,8 +78,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "classes", "config", "names", "want"), CASES, ids=[c[0] for c in CASES])
-def test_cases(name: str, classes: np.ndarray, config: BoxesConfig, names: tuple[str, ...],
-               want: list[tuple[int, ...]]) -> None:
+def test_cases(
+    name: str, classes: np.ndarray, config: BoxesConfig, names: tuple[str, ...], want: list[tuple[int, ...]]
+) -> None:
     det = BoxExtractor(config).extract(segmap(classes, names))
     assert boxes_of(det) == want
     assert det.instance_map.shape == classes.shape
@@ -103,10 +115,13 @@ def test_class_id_is_majority_item_class_found_by_name() -> None:
     assert boxes_of(det) == [(0, 0, 3, 3, 9), (4, 0, 7, 3, 9)]
 
 
-@pytest.mark.parametrize(("names", "classes", "match"), [
-    (("item", "boundary"), grid("01"), "background"),
-    (NAMES, grid("03"), "class ids >= 3"),
-])
+@pytest.mark.parametrize(
+    ("names", "classes", "match"),
+    [
+        (("item", "boundary"), grid("01"), "background"),
+        (NAMES, grid("03"), "class ids >= 3"),
+    ],
+)
 def test_errors_say_what_was_expected(names: tuple[str, ...], classes: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         BoxExtractor(cfg()).extract(segmap(classes, names))
@@ -121,7 +136,10 @@ def test_bad_connectivity_is_rejected() -> None:
 
 masks = st.builds(
     lambda seed, h, w, p: np.random.default_rng(seed).random((h, w)) < p,
-    st.integers(0, 2**32 - 1), st.integers(1, 24), st.integers(1, 40), st.floats(0.0, 1.0),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 24),
+    st.integers(1, 40),
+    st.floats(0.0, 1.0),
 )
 
 
@@ -137,14 +155,15 @@ def scipy_stats(labels: np.ndarray, n: int) -> list[tuple[float, ...]]:
     out = []
     for i in range(1, n + 1):
         ys, xs = np.nonzero(labels == i)
-        out.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, len(xs),
-                    round(xs.mean(), 6), round(ys.mean(), 6)))
+        out.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, len(xs), round(xs.mean(), 6), round(ys.mean(), 6)))
     return sorted(out)
 
 
 def our_stats(c) -> list[tuple[float, ...]]:  # type: ignore[no-untyped-def]
-    return sorted((*(int(v) for v in b), int(a), round(float(cx), 6), round(float(cy), 6))
-                  for b, a, (cx, cy) in zip(c.xyxy, c.area, c.centroid, strict=True))
+    return sorted(
+        (*(int(v) for v in b), int(a), round(float(cx), 6), round(float(cy), 6))
+        for b, a, (cx, cy) in zip(c.xyxy, c.area, c.centroid, strict=True)
+    )
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
@@ -160,9 +179,10 @@ def test_matches_scipy_label(connectivity: int, mask: np.ndarray) -> None:
 
 
 class_maps = st.builds(
-    lambda seed, h, w: np.random.default_rng(seed).choice(3, size=(h, w), p=[0.4, 0.35, 0.25])
-    .astype(np.uint8),
-    st.integers(0, 2**32 - 1), st.integers(1, 20), st.integers(1, 33),
+    lambda seed, h, w: np.random.default_rng(seed).choice(3, size=(h, w), p=[0.4, 0.35, 0.25]).astype(np.uint8),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 20),
+    st.integers(1, 33),
 )
 
 
@@ -182,12 +202,18 @@ def test_split_refines_plain_labelling(connectivity: int, classes: np.ndarray) -
     seeds, n_seeds = ndi.label(classes == 1, ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2))
     seed_pairs = np.unique(np.stack([seeds[seeds > 0], split.instance_map[seeds > 0]]), axis=1)
     assert seed_pairs.shape[1] == n_seeds
-    assert boxes_of(split) == sorted(tuple(int(v) for v in b) + (int(a),) for b, a in zip(
-        region_stats(split.instance_map, len(split)).xyxy, region_stats(split.instance_map, len(split)).area,
-        strict=True))
+    assert boxes_of(split) == sorted(
+        tuple(int(v) for v in b) + (int(a),)
+        for b, a in zip(
+            region_stats(split.instance_map, len(split)).xyxy,
+            region_stats(split.instance_map, len(split)).area,
+            strict=True,
+        )
+    )
 
 
 # ---- purity and scratch reuse ----
+
 
 def test_inputs_are_not_mutated() -> None:
     rng = np.random.default_rng(7)
@@ -217,8 +243,7 @@ def test_scratch_reuse_does_not_leak_between_maps() -> None:
     assert np.array_equal(a.instance_map, b.instance_map) and np.array_equal(a.xyxy, b.xyxy)
     scratch = Scratch()
     components_with_stats(big > 0, scratch=scratch)
-    assert np.array_equal(components_with_stats(small > 0, scratch=scratch).labels,
-                          label_components(small > 0)[0])
+    assert np.array_equal(components_with_stats(small > 0, scratch=scratch).labels, label_components(small > 0)[0])
 
 
 @pytest.mark.parametrize(("reach", "n_items"), [(1000, 1), (2, 2)])
@@ -226,9 +251,9 @@ def test_thin_all_boundary_item_touching_a_big_one(reach: int, n_items: int) -> 
     """A thin item that is all boundary (a banana at low resolution) touching a big item: with an
     unlimited reach the big item swallows it; with a short reach it stays an item of its own."""
     classes = np.zeros((12, 20), np.uint8)
-    classes[2:10, 2:9] = 2          # the big item's rim...
-    classes[3:9, 3:8] = 1           # ...around its interior
-    classes[5:7, 9:19] = 2          # a thin item, all rim, touching the big one's right edge
+    classes[2:10, 2:9] = 2  # the big item's rim...
+    classes[3:9, 3:8] = 1  # ...around its interior
+    classes[5:7, 9:19] = 2  # a thin item, all rim, touching the big one's right edge
     seg = SegMap(classes, np.ones(classes.shape, np.float32), NAMES, (20, 12))
     d = BoxExtractor(cfg(boundary_reach=reach)).extract(seg)
     assert len(d) == n_items

@@ -43,8 +43,7 @@ def cfg(index: str = "flat") -> CatalogConfig:
 
 def random_images(seed: int, products: int, per: int) -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return {f"p{i:03d}": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(per)]
-            for i in range(products)}
+    return {f"p{i:03d}": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(per)] for i in range(products)}
 
 
 def write_photos(root: Path, images: dict[str, list[np.ndarray]]) -> Path:
@@ -171,8 +170,7 @@ def test_k_beyond_the_product_count_returns_every_product_once() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), products=st.integers(1, 12), per=st.integers(1, 6),
-       k=st.integers(1, 8))
+@given(seed=st.integers(0, 10_000), products=st.integers(1, 12), per=st.integers(1, 6), k=st.integers(1, 8))
 def test_flat_search_matches_brute_force(seed: int, products: int, per: int, k: int) -> None:
     emb = FakeEmbedder()
     images = random_images(seed, products, per)

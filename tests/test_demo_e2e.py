@@ -66,10 +66,24 @@ def test_every_item_is_entered_classified_right_and_left_once(demo_run):
 def test_sigterm_stops_the_cli_quickly_and_flushes(tmp_path):
     log = tmp_path / "events.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream", "demo", "--loop", "--no-display", "--events", f"jsonl:{log}",
-         "--record", str(tmp_path / "demo.mp4")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "demo",
+            "--loop",
+            "--no-display",
+            "--events",
+            f"jsonl:{log}",
+            "--record",
+            str(tmp_path / "demo.mp4"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (log.exists() and log.stat().st_size > 0):
         time.sleep(0.2)

@@ -19,8 +19,15 @@ from onnx import TensorProto, helper  # noqa: E402
 
 
 def model_cfg(path: str, tmp: Path | None = None) -> ModelConfig:
-    return ModelConfig(path=path, provider="cpu", intra_op_threads=1, inter_op_threads=1,
-                       trt_cache_dir=str(tmp or "/tmp"), fp16=False, verify_checksum=True)
+    return ModelConfig(
+        path=path,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        trt_cache_dir=str(tmp or "/tmp"),
+        fp16=False,
+        verify_checksum=True,
+    )
 
 
 shipped = pytest.mark.skipif("embedder" not in _manifest(), reason="no shipped embedder in stream/models")
@@ -117,15 +124,16 @@ def _write(tmp: Path, name: str, io: tuple[list, list], nodes: list, meta: dict[
     return path
 
 
-GOOD_META = {"name": "x", "version": "1", "input_size": "8", "embedding_dim": "192",
-             "normalisation": "{}"}
+GOOD_META = {"name": "x", "version": "1", "input_size": "8", "embedding_dim": "192", "normalisation": "{}"}
 
 
 def _flatten_model(tmp: Path, name: str, in_name: str, in_type: int, meta: dict[str, str]) -> Path:
     inp = helper.make_tensor_value_info(in_name, in_type, ["N", 8, 8, 3])
     out = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", 192])
-    nodes = [helper.make_node("Cast", [in_name], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Flatten", ["f"], ["embeddings"], axis=1)]
+    nodes = [
+        helper.make_node("Cast", [in_name], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Flatten", ["f"], ["embeddings"], axis=1),
+    ]
     return _write(tmp, name, ([inp], [out]), nodes, meta)
 
 

@@ -54,4 +54,3 @@ def test_shipped_embedder_on_real_grocery_photos() -> None:
     result = eval_catalog(GROCERY / "iconic", GROCERY / "val")
     assert result["n_queries"] == 296
     assert result["top1"] >= FLOOR, result["top1"]
-

@@ -46,7 +46,7 @@ def _write(folder: Path, stem: str, image: np.ndarray) -> Path:
 
 def _fake_segment(image: np.ndarray) -> SegMap:
     """Class 1 wherever the red channel is bright: the test images say where items are."""
-    classes = (image[..., 2] > 127).astype(np.uint8)  # noqa: PLR2004
+    classes = (image[..., 2] > 127).astype(np.uint8)
     return SegMap(
         classes=classes,
         confidence=np.ones(classes.shape, np.float32),

@@ -24,21 +24,26 @@ from stream.events import (
 )
 from stream.types import Frame, Label
 
-T0 = 1000.0          # monotonic capture time of the test frame
+T0 = 1000.0  # monotonic capture time of the test frame
 UTC0 = 1714566896.5  # 2024-05-01T12:34:56.500Z
 
 
 def frame(index: int = 7, t: float = T0, utc: float = UTC0) -> Frame:
-    return Frame(image=np.zeros((4, 6, 3), np.uint8), index=index, t_capture=t, utc_capture=utc,
-                 source="cam0")
+    return Frame(image=np.zeros((4, 6, 3), np.uint8), index=index, t_capture=t, utc_capture=utc, source="cam0")
 
 
 def factory(run_id: str = "run-1", now: float = T0 + 0.0425) -> EventFactory:
     return EventFactory(run_id, "cam0", clock=lambda: now, wallclock=lambda: UTC0 + 0.25)
 
 
-LABEL = Label(product="cola-033", score=0.91, margin=0.2, topk=(("cola-033", 0.91), ("fanta", 0.71)),
-              unknown=False, n_embeddings=4)
+LABEL = Label(
+    product="cola-033",
+    score=0.91,
+    margin=0.2,
+    topk=(("cola-033", 0.91), ("fanta", 0.71)),
+    unknown=False,
+    n_embeddings=4,
+)
 
 
 def test_schema_file_is_valid_draft_2020_12() -> None:
@@ -53,12 +58,22 @@ BASKET_FIELDS: dict[str, dict] = {
     "basket.opened": {"mode": "tray"},
     "basket.item_added": {"product": "cola-033", "unknown": False, "score": 0.9, "margin": 0.2, "zone": None},
     "basket.item_removed": {"product": "cola-033"},
-    "basket.item_relabelled": {"product": "fanta", "previous": "cola-033", "unknown": False, "score": 0.8,
-                               "margin": 0.1},
+    "basket.item_relabelled": {
+        "product": "fanta",
+        "previous": "cola-033",
+        "unknown": False,
+        "score": 0.8,
+        "margin": 0.1,
+    },
     "basket.needs_assist": {"reason": "low_margin", "detail": {"margin": 0.01}},
-    "basket.closed": {"reason": "end_of_stream", "receipt": {
-        "items": [{"product": "fanta", "quantity": 1, "track_ids": [3], "scores": [0.8]}],
-        "unknown_items": 0, "unknown_track_ids": []}},
+    "basket.closed": {
+        "reason": "end_of_stream",
+        "receipt": {
+            "items": [{"product": "fanta", "quantity": 1, "track_ids": [3], "scores": [0.8]}],
+            "unknown_items": 0,
+            "unknown_track_ids": [],
+        },
+    },
 }
 
 
@@ -72,12 +87,26 @@ def build_all(f: EventFactory) -> list[dict]:
             events.append(f.status(type_, {"error": "timeout", "attempt": 2}))
             events.append(f.status(type_, {}, frame_index=12))
         elif kind == "basket":
-            events.append(f.basket(type_, "run-1/default/1", BASKET_FIELDS[type_],
-                                   track_id=None if type_ in ("basket.opened", "basket.closed") else 3))
+            events.append(
+                f.basket(
+                    type_,
+                    "run-1/default/1",
+                    BASKET_FIELDS[type_],
+                    track_id=None if type_ in ("basket.opened", "basket.closed") else 3,
+                )
+            )
         else:
-            events.append(f.summary({"frames_read": 10, "frames_processed": 9, "frames_dropped": 1,
-                                     "stage_ms": {"segment": {"p50": 1.0, "p95": 2.0, "p99": 3.0}},
-                                     "frame_age_ms": {"p50": 5.0, "p95": 6.0, "p99": None}}))
+            events.append(
+                f.summary(
+                    {
+                        "frames_read": 10,
+                        "frames_processed": 9,
+                        "frames_dropped": 1,
+                        "stage_ms": {"segment": {"p50": 1.0, "p95": 2.0, "p99": 3.0}},
+                        "frame_age_ms": {"p50": 5.0, "p95": 6.0, "p99": None},
+                    }
+                )
+            )
     return events
 
 
@@ -126,23 +155,26 @@ ITEM = factory().item("item.left", frame(), 3, [1, 2, 3, 4], LABEL)
 STATUS = factory().status("source.online", {"after_s": 1.5})
 
 
-@pytest.mark.parametrize(("event", "why"), [
-    ({}, "empty object"),
-    (mutate(ITEM, "seq", KeyError), "no seq"),
-    (mutate(ITEM, "seq", 0), "seq starts at 1"),
-    (mutate(ITEM, "schema", "checkout-stream/event/0"), "other schema version"),
-    (mutate(ITEM, "type", "item.moved"), "unknown type"),
-    (mutate(ITEM, "extra", 1), "unknown field"),
-    (mutate(ITEM, "bbox", [1, 2, 3]), "bbox of three numbers"),
-    (mutate(ITEM, "label", KeyError), "item without label"),
-    (mutate(ITEM, "track_id", None), "item without track"),
-    (mutate(ITEM, "capture_utc", "2024-05-01 12:34:56"), "capture time not ISO with ms and Z"),
-    (mutate(ITEM, "event_id", "not-a-uuid"), "event_id not a uuid5"),
-    (mutate(ITEM, "topk", [{"product": "x"}]), "candidate without score"),
-    (mutate(STATUS, "detail", "text"), "detail not an object"),
-    (mutate(STATUS, "bbox", [1, 2, 3, 4]), "status with item fields"),
-    (gap_marker(0, 3), "gap from seq 0"),
-])
+@pytest.mark.parametrize(
+    ("event", "why"),
+    [
+        ({}, "empty object"),
+        (mutate(ITEM, "seq", KeyError), "no seq"),
+        (mutate(ITEM, "seq", 0), "seq starts at 1"),
+        (mutate(ITEM, "schema", "checkout-stream/event/0"), "other schema version"),
+        (mutate(ITEM, "type", "item.moved"), "unknown type"),
+        (mutate(ITEM, "extra", 1), "unknown field"),
+        (mutate(ITEM, "bbox", [1, 2, 3]), "bbox of three numbers"),
+        (mutate(ITEM, "label", KeyError), "item without label"),
+        (mutate(ITEM, "track_id", None), "item without track"),
+        (mutate(ITEM, "capture_utc", "2024-05-01 12:34:56"), "capture time not ISO with ms and Z"),
+        (mutate(ITEM, "event_id", "not-a-uuid"), "event_id not a uuid5"),
+        (mutate(ITEM, "topk", [{"product": "x"}]), "candidate without score"),
+        (mutate(STATUS, "detail", "text"), "detail not an object"),
+        (mutate(STATUS, "bbox", [1, 2, 3, 4]), "status with item fields"),
+        (gap_marker(0, 3), "gap from seq 0"),
+    ],
+)
 def test_malformed_events_are_rejected(event: dict, why: str) -> None:
     with pytest.raises(ValueError, match="does not match"):
         validate(event)
@@ -176,13 +208,16 @@ def test_event_id_is_distinct_otherwise() -> None:
     assert len(set(ids)) == len(ids)
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda f: f.item("item.moved", frame(), 1, [0, 0, 1, 1], None), "valid types: item.entered"),
-    (lambda f: f.item("source.online", frame(), 1, [0, 0, 1, 1], None), "takes item.entered"),
-    (lambda f: f.status("item.left", {}), "takes source.offline, source.online"),
-    (lambda f: f.item("item.left", frame(), 1, [0, 0, 1], None), "expected 4 numbers"),
-    (lambda f: f.item("item.left", frame(), 1, [0, 0, 1, float("nan")], None), "finite"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda f: f.item("item.moved", frame(), 1, [0, 0, 1, 1], None), "valid types: item.entered"),
+        (lambda f: f.item("source.online", frame(), 1, [0, 0, 1, 1], None), "takes item.entered"),
+        (lambda f: f.status("item.left", {}), "takes source.offline, source.online"),
+        (lambda f: f.item("item.left", frame(), 1, [0, 0, 1], None), "expected 4 numbers"),
+        (lambda f: f.item("item.left", frame(), 1, [0, 0, 1, float("nan")], None), "finite"),
+    ],
+)
 def test_bad_calls_say_what_was_expected(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(factory())
@@ -193,11 +228,14 @@ def test_run_id_is_required() -> None:
         EventFactory("", "cam0")
 
 
-@pytest.mark.parametrize(("t", "text"), [
-    (0.0, "1970-01-01T00:00:00.000Z"),
-    (UTC0 + 0.9996, "2024-05-01T12:34:57.500Z"),  # rounds to the nearest ms, carrying into seconds
-    (1714566899.9999, "2024-05-01T12:35:00.000Z"),
-])
+@pytest.mark.parametrize(
+    ("t", "text"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (UTC0 + 0.9996, "2024-05-01T12:34:57.500Z"),  # rounds to the nearest ms, carrying into seconds
+        (1714566899.9999, "2024-05-01T12:35:00.000Z"),
+    ],
+)
 def test_utc_iso_table(t: float, text: str) -> None:
     assert utc_iso(t) == text
 

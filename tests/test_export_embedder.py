@@ -46,8 +46,9 @@ def test_backbone_loads_imagenet_weights_strictly_and_has_documented_strides(var
     assert (64 // prev.shape[2], 64 // x.shape[2]) == (8, 16)
 
 
-def test_missing_backbone_weights_are_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_backbone_weights_are_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def not_installed(name: str) -> None:
         raise ModuleNotFoundError(name)
 
@@ -59,8 +60,9 @@ def test_missing_backbone_weights_are_a_one_line_error(tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize("per_product", ["3", "1"])
-def test_bad_loss_options_are_a_one_line_error(tmp_path: Path, per_product: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_loss_options_are_a_one_line_error(
+    tmp_path: Path, per_product: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["embedder", "--out", str(tmp_path / "out"), "--loss", "supcon", "--per-product", per_product]
     assert export_main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -123,8 +125,7 @@ def test_tiny_training_and_export_end_to_end(tmp_path: Path) -> None:
     # torch (with the same in-graph preprocessing) vs ONNX Runtime, per vector, on real-looking crops
     net, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     rng = np.random.default_rng(3)
-    crops = [rng.integers(0, 256, (rng.integers(20, 300), rng.integers(20, 300), 3), dtype=np.uint8)
-             for _ in range(5)]
+    crops = [rng.integers(0, 256, (rng.integers(20, 300), rng.integers(20, 300), 3), dtype=np.uint8) for _ in range(5)]
     batch = np.stack([letterbox(c, size) for c in crops])
     with torch.no_grad():
         ref = InGraphPreprocess(net).eval()(torch.from_numpy(batch)).numpy()
@@ -135,8 +136,15 @@ def test_tiny_training_and_export_end_to_end(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
     # the runtime accepts it as an embedder and gives the same vectors for any-size crops
-    cfg = ModelConfig(path=str(path), provider="cpu", intra_op_threads=1, inter_op_threads=1,
-                      trt_cache_dir=str(tmp_path / "trt"), fp16=False, verify_checksum=False)
+    cfg = ModelConfig(
+        path=str(path),
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        trt_cache_dir=str(tmp_path / "trt"),
+        fp16=False,
+        verify_checksum=False,
+    )
     emb = Embedder(cfg)
     np.testing.assert_allclose(emb.embed(crops), got, atol=1e-5)
     report = json.loads((tmp_path / "export.json").read_text())

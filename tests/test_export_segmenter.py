@@ -29,9 +29,9 @@ def _interiors_touch(classes: np.ndarray, inst: np.ndarray) -> bool:
     interior = np.where(classes == 1, inst, 0)
     p = np.pad(interior, 1)
     h, w = inst.shape
-    a = p[1:h + 1, 1:w + 1]
+    a = p[1 : h + 1, 1 : w + 1]
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        b = p[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
+        b = p[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
         if ((a > 0) & (b > 0) & (a != b)).any():
             return True
     return False
@@ -41,8 +41,8 @@ def _interiors_touch(classes: np.ndarray, inst: np.ndarray) -> bool:
     ("inst", "n_item", "n_boundary"),
     [
         (_squares(), 0, 0),
-        (_squares((5, 5, 15, 15)), 36, 64),            # 10x10: a 2-px rim (100 - 6x6) inside the outline
-        (_squares((0, 0, 10, 10)), 64, 36),            # the image border is not an outline
+        (_squares((5, 5, 15, 15)), 36, 64),  # 10x10: a 2-px rim (100 - 6x6) inside the outline
+        (_squares((0, 0, 10, 10)), 64, 36),  # the image border is not an outline
         (_squares((5, 5, 15, 15), (15, 5, 25, 15)), 72, 128),  # touching: each keeps its own rim
     ],
 )
@@ -54,8 +54,7 @@ def test_targets_table(inst: np.ndarray, n_item: int, n_boundary: int) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 29), st.integers(0, 19), st.integers(1, 12), st.integers(1, 12)),
-                max_size=5))
+@given(st.lists(st.tuples(st.integers(0, 29), st.integers(0, 19), st.integers(1, 12), st.integers(1, 12)), max_size=5))
 def test_targets_properties(rects: list[tuple[int, int, int, int]]) -> None:
     inst = _squares(*[(x, y, x + w, y + h) for x, y, w, h in rects])
     classes = targets(inst)
@@ -106,6 +105,7 @@ def test_cutout_white_background() -> None:
 
 # --------------------------------------------------------------------------- export (torch)
 
+
 @pytest.mark.export
 @pytest.mark.slow
 def test_tiny_export_end_to_end(tmp_path: Path) -> None:
@@ -148,10 +148,11 @@ def test_tiny_export_end_to_end(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- eval sets (real photos)
 
+
 def test_segment_sets_names_a_wrong_packshot_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.__main__ import main  # noqa: PLC0415
 
-    assert main(["segment-sets", "--out", str(tmp_path / "sets"), "--iconic", str(tmp_path / "nope")]) == 2  # noqa: PLR2004
+    assert main(["segment-sets", "--out", str(tmp_path / "sets"), "--iconic", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "sets").exists()
 
 

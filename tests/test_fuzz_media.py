@@ -30,17 +30,17 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
     elif kind == "overwrite":
         at = rng.randrange(len(b))
-        b[at:at + 64] = rng.randbytes(64)
+        b[at : at + 64] = rng.randbytes(64)
     elif kind == "truncate":
-        del b[rng.randrange(1, len(b)):]
+        del b[rng.randrange(1, len(b)) :]
     elif kind == "duplicate":
         at, n = rng.randrange(len(b)), rng.randint(1, 4096)
-        b[at:at] = b[at:at + n]
+        b[at:at] = b[at : at + n]
     elif kind == "zero":
         at = rng.randrange(len(b))
-        b[at:at + rng.randint(1, 2048)] = bytes(min(len(b) - at, 2048))[: rng.randint(1, 2048)]
+        b[at : at + rng.randint(1, 2048)] = bytes(min(len(b) - at, 2048))[: rng.randint(1, 2048)]
     else:
-        chunks = [b[i:i + 1024] for i in range(0, len(b), 1024)]
+        chunks = [b[i : i + 1024] for i in range(0, len(b), 1024)]
         i, j = rng.randrange(len(chunks)), rng.randrange(len(chunks))
         chunks[i], chunks[j] = chunks[j], chunks[i]
         b = bytearray(b"".join(chunks))
@@ -49,8 +49,14 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 class Worker:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_worker"], cwd=REPO, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fuzz_worker"],
+            cwd=REPO,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
 
     def decode(self, path: Path, timeout: float = 30.0) -> dict:
         assert self.proc.stdin and self.proc.stdout
@@ -94,8 +100,9 @@ def test_mutated_media_never_crashes_or_hangs(codec, suffix, tmp_path):
             i += 1
     finally:
         worker.close()
-    outcomes = {r: sum(x["result"] == r for x in results) for r in ("ok", "error", "timeout", "unexpected",
-                                                                      "died", "hang")}
+    outcomes = {
+        r: sum(x["result"] == r for x in results) for r in ("ok", "error", "timeout", "unexpected", "died", "hang")
+    }
     print(f"\n{codec}/{suffix}: {len(results)} mutated inputs: {outcomes}")
     bad = [r for r in results if r["result"] not in ("ok", "error")]
     assert len(results) >= 10

@@ -14,8 +14,10 @@ from stream.synthetic.scene import CheckoutScene
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
-                       reason="onnxruntime has no CUDA provider here (install the gpu extra on an NVIDIA box)"),
+    pytest.mark.skipif(
+        "CUDAExecutionProvider" not in ort.get_available_providers(),
+        reason="onnxruntime has no CUDA provider here (install the gpu extra on an NVIDIA box)",
+    ),
 ]
 
 

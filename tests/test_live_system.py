@@ -26,8 +26,11 @@ from tests.faultproxy import FaultProxy
 from tests.live import RTSP_MISSING, RtspServer, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.network, pytest.mark.slow,
-              pytest.mark.skipif(RTSP_MISSING is not None, reason=RTSP_MISSING or "")]
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.slow,
+    pytest.mark.skipif(RTSP_MISSING is not None, reason=RTSP_MISSING or ""),
+]
 FAST_TIMEOUTS = {"source": {"read_timeout_s": 1.0, "open_timeout_s": 2.0}}
 
 
@@ -45,20 +48,42 @@ def _events(path: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("state", "sig"), [("streaming", signal.SIGTERM), ("stalled", signal.SIGTERM),
-                                            ("reconnecting", signal.SIGTERM), ("streaming", signal.SIGINT)])
+@pytest.mark.parametrize(
+    ("state", "sig"),
+    [
+        ("streaming", signal.SIGTERM),
+        ("stalled", signal.SIGTERM),
+        ("reconnecting", signal.SIGTERM),
+        ("streaming", signal.SIGINT),
+    ],
+)
 def test_signal_exits_cleanly_in_every_connection_state(state, sig, server, tmp_path):
     cfg_file = tmp_path / "fast.yaml"
     cfg_file.write_text(yaml.safe_dump(FAST_TIMEOUTS))
     events = tmp_path / "events.jsonl"
     with FaultProxy(("127.0.0.1", server.port)) as proxy:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "run", server.url(proxy.port), "--no-display",
-             "--config", str(cfg_file), "--events", f"jsonl:{events}"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                "run",
+                server.url(proxy.port),
+                "--no-display",
+                "--config",
+                str(cfg_file),
+                "--events",
+                f"jsonl:{events}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            assert wait_for(lambda: any(e["type"] == "source.online" for e in _events(events)), 60), \
+            assert wait_for(lambda: any(e["type"] == "source.online" for e in _events(events)), 60), (
                 "the stream never came online"
+            )
             time.sleep(1.0)
             if state == "stalled":
                 proxy.set_mode("stall")
@@ -116,8 +141,9 @@ def test_long_outage_costs_little_cpu(server):
 def test_camera_swapped_for_another_resolution_and_codec():
     """The camera on the URL is replaced (H.264 320x240 -> VP8 480x360): the run reconnects, reports
     the new size, and processes the new frames (the pipeline resets its tracks on the size change)."""
-    cfg = load_config(overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0,
-                                 "runtime.stats_interval_s": 0})
+    cfg = load_config(
+        overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0, "runtime.stats_interval_s": 0}
+    )
     first = RtspServer().start()
     sink = MemorySink()
     rt = build_runtime(cfg, lambda on_status, s: open_source(first.url(), cfg.source, on_status, s), sink)
@@ -130,8 +156,9 @@ def test_camera_swapped_for_another_resolution_and_codec():
         second.port = first.port
         second.start()
         t0 = time.monotonic()
-        assert wait_for(lambda: any(e["type"] == "source.online" and e["detail"]["width"] == 480
-                                    for e in sink.events), 15)
+        assert wait_for(
+            lambda: any(e["type"] == "source.online" and e["detail"]["width"] == 480 for e in sink.events), 15
+        )
         n = rt.stats.frames_processed
         assert wait_for(lambda: rt.stats.frames_processed > n + 10, 15)
         print(f"\ncamera swap (h264 320x240 -> vp8 480x360): frames again after {time.monotonic() - t0:.2f} s")
@@ -155,7 +182,6 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-
 def _inject(kind: str, server: RtspServer, proxy: FaultProxy) -> None:
     """One fault: the camera restarts (3 s down), or the link stalls/cuts/corrupts/refuses for 4 s."""
     if kind == "restart":
@@ -174,14 +200,16 @@ FAULTS = ("restart", "stall", "cut", "corrupt", "refuse")
 
 @pytest.mark.timeout(SOAK_S + 180)
 def test_soak_with_faults(server, tmp_path):
-    cfg = load_config(overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0,
-                                 "runtime.stats_interval_s": 0})
+    cfg = load_config(
+        overrides={"source.read_timeout_s": 1.0, "source.open_timeout_s": 2.0, "runtime.stats_interval_s": 0}
+    )
     own = RtspServer().start()  # restarted by the soak: not the shared one
     proxy = FaultProxy(("127.0.0.1", own.port)).start()
     sink = MemorySink()
     stop = threading.Event()
-    rt = build_runtime(cfg, lambda on_status, s: open_source(own.url(proxy.port), cfg.source, on_status, s),
-                       sink, stop=stop)
+    rt = build_runtime(
+        cfg, lambda on_status, s: open_source(own.url(proxy.port), cfg.source, on_status, s), sink, stop=stop
+    )
     failure: list[BaseException] = []
 
     def run():
@@ -208,8 +236,7 @@ def test_soak_with_faults(server, tmp_path):
                 processed = rt.stats.frames_processed
                 _inject(kind, own, proxy)
                 recovered = wait_for(lambda p=processed: rt.stats.frames_processed > p + 5, 20)
-                injected.append((kind, round(t_fault - t_start, 1), round(time.monotonic() - t_fault, 2),
-                                 recovered))
+                injected.append((kind, round(t_fault - t_start, 1), round(time.monotonic() - t_fault, 2), recovered))
                 next_fault = time.monotonic() + rng.uniform(30, 90)
             time.sleep(2.0)
     finally:
@@ -223,10 +250,12 @@ def test_soak_with_faults(server, tmp_path):
     slope = float(np.polyfit(t[steady] / 60, rss[steady], 1)[0]) if steady.sum() > 3 else 0.0
     seqs = [e["seq"] for e in sink.events]
     types = [e["type"] for e in sink.events]
-    print(f"\nsoak {SOAK_S:.0f} s: faults {injected}; frames processed {rt.stats.frames_processed}, "
-          f"dropped {rt.stats.frames_dropped}; RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB, slope {slope:.2f} MB/min; "
-          f"threads {threads[steady].min():.0f}..{threads[steady].max():.0f}; "
-          f"fds {fds[steady].min():.0f}..{fds[steady].max():.0f}; events {len(seqs)}")
+    print(
+        f"\nsoak {SOAK_S:.0f} s: faults {injected}; frames processed {rt.stats.frames_processed}, "
+        f"dropped {rt.stats.frames_dropped}; RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB, slope {slope:.2f} MB/min; "
+        f"threads {threads[steady].min():.0f}..{threads[steady].max():.0f}; "
+        f"fds {fds[steady].min():.0f}..{fds[steady].max():.0f}; events {len(seqs)}"
+    )
     assert injected, "the soak was too short to inject a fault"
     assert all(rec for *_, rec in injected), injected
     assert seqs == list(range(1, len(seqs) + 1))

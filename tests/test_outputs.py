@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream", *args], cwd=REPO, capture_output=True, check=False,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args], cwd=REPO, capture_output=True, check=False, text=True, timeout=timeout
+    )
 
 
 def write_scene_video(path: Path, fps: int, seconds: float) -> int:
@@ -85,11 +86,16 @@ def _result(boxes: list[tuple[int, int, int, int]]) -> FrameResult:
     image = np.full((h, w, 3), 200, np.uint8)
     inst = np.zeros((h // 2, w // 2), np.int32)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
-        inst[y1 // 2:y2 // 2, x1 // 2:x2 // 2] = i + 1
+        inst[y1 // 2 : y2 // 2, x1 // 2 : x2 // 2] = i + 1
     n = len(boxes)
-    dets = Detections(xyxy=np.asarray(boxes, np.float32).reshape(n, 4), area=np.ones(n, np.float32),
-                      centroid=np.zeros((n, 2), np.float32), confidence=np.ones(n, np.float32),
-                      class_id=np.ones(n, np.int32), instance_map=inst)
+    dets = Detections(
+        xyxy=np.asarray(boxes, np.float32).reshape(n, 4),
+        area=np.ones(n, np.float32),
+        centroid=np.zeros((n, 2), np.float32),
+        confidence=np.ones(n, np.float32),
+        class_id=np.ones(n, np.int32),
+        instance_map=inst,
+    )
     label = Label("demo-milk", 0.91, 0.2, (("demo-milk", 0.91),), False, 3)
     views = tuple(TrackView(i + 1, tuple(map(float, b)), i, label) for i, b in enumerate(boxes))  # type: ignore[arg-type]
     return FrameResult(Frame(image, 0, 0.0, 0.0, "t"), dets, views, ())

@@ -145,42 +145,61 @@ def test_crop_item_pads_clips_and_masks(padding, mask):
 
 # ---------------------------------------------------------------- row selection on the data types
 
+
 def _three() -> Detections:
     inst = np.array([[0, 1, 1], [2, 2, 3]], np.int32)
-    return Detections(xyxy=np.arange(12, dtype=np.float32).reshape(3, 4), area=np.array([1, 2, 3], np.float32),
-                      centroid=np.zeros((3, 2), np.float32), confidence=np.array([.9, .8, .7], np.float32),
-                      class_id=np.ones(3, np.int32), instance_map=inst)
+    return Detections(
+        xyxy=np.arange(12, dtype=np.float32).reshape(3, 4),
+        area=np.array([1, 2, 3], np.float32),
+        centroid=np.zeros((3, 2), np.float32),
+        confidence=np.array([0.9, 0.8, 0.7], np.float32),
+        class_id=np.ones(3, np.int32),
+        instance_map=inst,
+    )
 
 
-@pytest.mark.parametrize(("rows", "areas", "inst"), [
-    ([], [], [[0, 0, 0], [0, 0, 0]]),
-    (np.array([True, False, True]), [1, 3], [[0, 1, 1], [0, 0, 2]]),
-    ([2, 0], [3, 1], [[0, 2, 2], [0, 0, 1]]),
-    (np.array([1]), [2], [[0, 0, 0], [1, 1, 0]]),
-])
+@pytest.mark.parametrize(
+    ("rows", "areas", "inst"),
+    [
+        ([], [], [[0, 0, 0], [0, 0, 0]]),
+        (np.array([True, False, True]), [1, 3], [[0, 1, 1], [0, 0, 2]]),
+        ([2, 0], [3, 1], [[0, 2, 2], [0, 0, 1]]),
+        (np.array([1]), [2], [[0, 0, 0], [1, 1, 0]]),
+    ],
+)
 def test_detections_select_keeps_rows_and_renumbers_the_map(rows, areas, inst) -> None:
     d = _three()
     out = d[rows]
     assert out.area.tolist() == areas and out.instance_map.tolist() == inst
-    assert (out.xyxy == d.xyxy[np.asarray(rows, dtype=bool if isinstance(rows, np.ndarray) and rows.dtype == bool
-                                          else np.int64)]).all()
+    assert (
+        out.xyxy
+        == d.xyxy[np.asarray(rows, dtype=bool if isinstance(rows, np.ndarray) and rows.dtype == bool else np.int64)]
+    ).all()
     assert d.instance_map.tolist() == [[0, 1, 1], [2, 2, 3]], "input mutated"
 
 
-@pytest.mark.parametrize(("rows", "error"), [
-    (np.array([True, False]), ValueError),
-    ([3], IndexError),
-    (np.array([0.5]), TypeError),
-])
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        (np.array([True, False]), ValueError),
+        ([3], IndexError),
+        (np.array([0.5]), TypeError),
+    ],
+)
 def test_detections_select_rejects_bad_rows(rows, error) -> None:
     with pytest.raises(error):
         _three().select(rows)
 
 
 def test_tracks_select() -> None:
-    t = Tracks(track_id=np.array([5, 6, 7], np.int64), xyxy=np.zeros((3, 4), np.float32),
-               state=np.array([0, 1, 2], np.int8), detection_index=np.array([-1, 0, 1], np.int64),
-               score=np.zeros(3, np.float32), age=np.zeros(3, np.int32))
+    t = Tracks(
+        track_id=np.array([5, 6, 7], np.int64),
+        xyxy=np.zeros((3, 4), np.float32),
+        state=np.array([0, 1, 2], np.int8),
+        detection_index=np.array([-1, 0, 1], np.int64),
+        score=np.zeros(3, np.float32),
+        age=np.zeros(3, np.int32),
+    )
     assert t.select(t.state == 1).track_id.tolist() == [6]
     assert t[[2, 0]].track_id.tolist() == [7, 5] and len(t[[]]) == 0
 
@@ -208,8 +227,9 @@ def test_baskets_follow_the_item_events_and_finish_closes_the_basket():
     det = ScriptedDetector(script)
     events_factory = EventFactory("run", "fake")
     classifier = Classifier(cfg.classify, MeanColourEmbedder(), BruteCatalog(CATALOG))
-    pipe = Pipeline(det, det, Tracker(cfg.track), classifier, events_factory,
-                    baskets=Baskets(cfg.basket, events_factory))
+    pipe = Pipeline(
+        det, det, Tracker(cfg.track), classifier, events_factory, baskets=Baskets(cfg.basket, events_factory)
+    )
     events = run(pipe, frames)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     for ev in events:

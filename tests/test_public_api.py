@@ -40,11 +40,12 @@ def test_readme_embedding_example_runs(tmp_path: Path) -> None:
         s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
         for i in range(20):
             img = np.full((240, 320, 3), 60, np.uint8)
-            img[80:160, 40 + 5 * i:120 + 5 * i] = (30, 160, 230)
+            img[80:160, 40 + 5 * i : 120 + 5 * i] = (30, 160, 230)
             out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
         out.mux(s.encode(None))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "frames_processed" in proc.stdout
 

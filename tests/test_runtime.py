@@ -46,7 +46,6 @@ class ListSource(Source):
         pass
 
 
-
 class ClosingSink(MemorySink):
     closed = False
 

@@ -9,8 +9,7 @@ from stream.synthetic.products import DEMO_PRODUCTS, product_sprite, render_pack
 from stream.synthetic.scene import CheckoutScene, SceneFrame, counter_texture, scene_length_frames
 
 
-@pytest.mark.parametrize(("fps", "duration", "expected"), [(30.0, 0.01, 1), (30.0, 60.0, 1800),
-                                                            (25.0, 2.0, 50)])
+@pytest.mark.parametrize(("fps", "duration", "expected"), [(30.0, 0.01, 1), (30.0, 60.0, 1800), (25.0, 2.0, 50)])
 def test_scene_length(fps: float, duration: float, expected: int) -> None:
     assert scene_length_frames(fps, duration) == expected
     assert CheckoutScene(fps=fps, duration_s=duration).scene_length_frames == expected

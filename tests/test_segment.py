@@ -26,12 +26,17 @@ from stream.stages.onnx_model import ModelError, load_model, resolve_model
 from stream.stages.segment import Segmenter
 from stream.synthetic.scene import CheckoutScene
 
-META = {"name": "fake-segmenter", "version": "0", "input_size": "[8, 12]",
-        "class_names": '["background", "item", "boundary"]'}
+META = {
+    "name": "fake-segmenter",
+    "version": "0",
+    "input_size": "[8, 12]",
+    "class_names": '["background", "item", "boundary"]',
+}
 
 
-def _fake_segmenter(path: Path, *, input_name: str = "images", meta: dict[str, str] | None = None,
-                    size: tuple[int, int] = (8, 12)) -> Path:
+def _fake_segmenter(
+    path: Path, *, input_name: str = "images", meta: dict[str, str] | None = None, size: tuple[int, int] = (8, 12)
+) -> Path:
     """classes = 1 where the mean of the pixel's channels > 127; confidence = mean / 255."""
     h, w = size
     nodes = [
@@ -42,12 +47,17 @@ def _fake_segmenter(path: Path, *, input_name: str = "images", meta: dict[str, s
         helper.make_node("Div", ["m", "full"], ["confidence"]),
     ]
     graph = helper.make_graph(
-        nodes, "fake",
+        nodes,
+        "fake",
         [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", h, w, 3])],
-        [helper.make_tensor_value_info("classes", TensorProto.UINT8, ["N", h, w]),
-         helper.make_tensor_value_info("confidence", TensorProto.FLOAT, ["N", h, w])],
-        [helper.make_tensor("thr", TensorProto.FLOAT, [], [127.0]),
-         helper.make_tensor("full", TensorProto.FLOAT, [], [255.0])],
+        [
+            helper.make_tensor_value_info("classes", TensorProto.UINT8, ["N", h, w]),
+            helper.make_tensor_value_info("confidence", TensorProto.FLOAT, ["N", h, w]),
+        ],
+        [
+            helper.make_tensor("thr", TensorProto.FLOAT, [], [127.0]),
+            helper.make_tensor("full", TensorProto.FLOAT, [], [255.0]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -83,9 +93,12 @@ def test_contract_errors(tmp_path: Path, kwargs: dict, match: str) -> None:
 
 
 def test_wrong_outputs_are_a_contract_error(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "id",
-                              [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 8, 8, 3])],
-                              [helper.make_tensor_value_info("out", TensorProto.UINT8, ["N", 8, 8, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["out"])],
+        "id",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 8, 8, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, ["N", 8, 8, 3])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "id.onnx"))
@@ -94,7 +107,8 @@ def test_wrong_outputs_are_a_contract_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "shape", [(8, 12, 3), (480, 640, 3), (3, 5, 3), (100, 60, 3)],
+    "shape",
+    [(8, 12, 3), (480, 640, 3), (3, 5, 3), (100, 60, 3)],
 )
 def test_segmap_shapes(fake: Segmenter, shape: tuple[int, int, int]) -> None:
     seg = fake.segment(np.full(shape, 200, np.uint8))
@@ -108,8 +122,7 @@ def test_segmap_shapes(fake: Segmenter, shape: tuple[int, int, int]) -> None:
 def test_batch_empty_first_then_matches_single(fake: Segmenter) -> None:
     assert fake.segment_batch([]) == []
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
-              rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)]
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)]
     batch = fake.segment_batch(images)
     for im, got in zip(images, batch, strict=True):
         one = fake.segment(im)
@@ -124,8 +137,15 @@ def test_resize_is_area_average(fake: Segmenter) -> None:
     assert (seg.classes[:, :6] == 1).all() and (seg.classes[:, 6:] == 0).all()
 
 
-@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32),
-                                 np.zeros((0, 8, 3), np.uint8), np.zeros((8, 8, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((8, 8), np.uint8),
+        np.zeros((8, 8, 3), np.float32),
+        np.zeros((0, 8, 3), np.uint8),
+        np.zeros((8, 8, 4), np.uint8),
+    ],
+)
 def test_bad_images_are_rejected(fake: Segmenter, bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="uint8 HxWx3"):
         fake.segment(bad)
@@ -137,6 +157,7 @@ def test_identity_and_input_size(fake: Segmenter) -> None:
 
 
 # --------------------------------------------------------------------------- the shipped model
+
 
 @pytest.fixture(scope="module")
 def shipped() -> Segmenter:
@@ -166,6 +187,7 @@ def test_shipped_model_segments_a_scene(shipped: Segmenter) -> None:
 
 
 # --------------------------------------------------------------------------- eval_segment metrics
+
 
 def test_touching_pairs_table() -> None:
     cases = [
@@ -197,8 +219,9 @@ def test_overlap_matrix_matches_brute_force(h: int, w: int, data: st.DataObject)
 
 # Integer scale factors: no pixel centre falls exactly between two model pixels (where rounding
 # conventions may legitimately differ).
-@pytest.mark.parametrize(("src", "size"), [((1, 1), (3, 2)), ((3, 4), (8, 6)), ((5, 7), (21, 15)),
-                                           ((48, 64), (640, 480))])
+@pytest.mark.parametrize(
+    ("src", "size"), [((1, 1), (3, 2)), ((3, 4), (8, 6)), ((5, 7), (21, 15)), ((48, 64), (640, 480))]
+)
 def test_upsample_nearest_matches_opencv(src: tuple[int, int], size: tuple[int, int]) -> None:
     labels = np.arange(src[0] * src[1], dtype=np.int32).reshape(src)
     ours = upsample_nearest(labels, size)

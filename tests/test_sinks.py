@@ -83,10 +83,22 @@ def test_make_sinks_empty() -> None:
     assert make_sinks([], cfg()) == []
 
 
-@pytest.mark.parametrize("spec", [
-    "", "stdout:", "tcp://", "tcp://127.0.0.1", "tcp://127.0.0.1:notaport", "tcp://127.0.0.1:70000",
-    "tcp://127.0.0.1:9000/path", "udp://127.0.0.1:9000", "jsonl:", "events.jsonl", "file:events.jsonl",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "stdout:",
+        "tcp://",
+        "tcp://127.0.0.1",
+        "tcp://127.0.0.1:notaport",
+        "tcp://127.0.0.1:70000",
+        "tcp://127.0.0.1:9000/path",
+        "udp://127.0.0.1:9000",
+        "jsonl:",
+        "events.jsonl",
+        "file:events.jsonl",
+    ],
+)
 def test_make_sinks_rejects_bad_specs_listing_valid_forms(spec: str) -> None:
     with pytest.raises(SinkError, match=r"valid forms: stdout, tcp://HOST:PORT.*jsonl:PATH"):
         make_sinks([spec], cfg())
@@ -185,8 +197,7 @@ def test_stdout_sink_under_head_exits_quietly() -> None:
         assert sink.broken_pipe
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()  # like `| head -1` exiting
@@ -213,8 +224,7 @@ def test_tcp_two_clients_receive_all_events_in_order() -> None:
     time.sleep(0.3)  # b's hello window passes
     events = make_events(2000)
     got: dict[int, list[dict]] = {0: [], 1: []}
-    readers = [threading.Thread(target=lambda i=i, s=s: got[i].extend(read_lines(s)))
-               for i, s in enumerate((a, b))]
+    readers = [threading.Thread(target=lambda i=i, s=s: got[i].extend(read_lines(s))) for i, s in enumerate((a, b))]
     for thread in readers:
         thread.start()
     for event in events:
@@ -297,8 +307,7 @@ def test_tcp_resume_beyond_the_ring_gets_one_gap_marker() -> None:
     lines = read_lines(client)
     client.close()
     validate(lines[0])
-    assert lines[0] == {"schema": "checkout-stream/event/1", "type": "stream.gap", "from_seq": 11,
-                        "to_seq": 80}
+    assert lines[0] == {"schema": "checkout-stream/event/1", "type": "stream.gap", "from_seq": 11, "to_seq": 80}
     assert seqs(lines[1:]) == list(range(81, 106))
 
 
@@ -318,25 +327,32 @@ def test_tcp_resume_after_a_seq_not_yet_published_gets_live_events_only() -> Non
 
 
 @pytest.mark.network
-@pytest.mark.parametrize(("hello", "accepted"), [
-    (None, False),                                   # says nothing: closed after the auth window
-    (b"\n", False),                                  # no token
-    (b'{"token": "wrong"}\n', False),
-    (b'{"token": 12}\n', False),
-    (b'{"token": "s3cret-t0ken", "resume_after": -1}\n', False),  # valid token, bad request
-    (b"not json\n", False),
-    (b'{"token": "s3cret-t0ken"}\n', True),
-    (b'{"token": "s3cret-t0ken", "resume_after": 0}\n', True),
-])
-def test_tcp_token_is_required_when_configured(hello: bytes | None, accepted: bool,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("hello", "accepted"),
+    [
+        (None, False),  # says nothing: closed after the auth window
+        (b"\n", False),  # no token
+        (b'{"token": "wrong"}\n', False),
+        (b'{"token": 12}\n', False),
+        (b'{"token": "s3cret-t0ken", "resume_after": -1}\n', False),  # valid token, bad request
+        (b"not json\n", False),
+        (b'{"token": "s3cret-t0ken"}\n', True),
+        (b'{"token": "s3cret-t0ken", "resume_after": 0}\n', True),
+    ],
+)
+def test_tcp_token_is_required_when_configured(
+    hello: bytes | None, accepted: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sink = TcpSink("127.0.0.1", 0, cfg(token="s3cret-t0ken"), auth_timeout_s=0.3)
     client = connect(sink, hello)
     wait_for(lambda: sink.stats()["clients_accepted"] == 1)
     if accepted:
-        wait_for(lambda: sink.stats()["clients_rejected"] == 0 and sink._clients and
-                 all(c.live for c in sink._clients.values()))
+        wait_for(
+            lambda: (
+                sink.stats()["clients_rejected"] == 0 and sink._clients and all(c.live for c in sink._clients.values())
+            )
+        )
     else:
         wait_for(lambda: sink.stats()["clients_rejected"] == 1)
     events = make_events(10)

@@ -50,9 +50,17 @@ def _images(n: int, w: int, h: int) -> Iterator[np.ndarray]:
         yield img
 
 
-def make_video(path: Path, codec: str, *, n: int = N_FRAMES, size: tuple[int, int] = (W, H),
-               fps: int = 25, fmt: str | None = None, pix_fmt: str | None = None,
-               faststart: bool = False) -> Path:
+def make_video(
+    path: Path,
+    codec: str,
+    *,
+    n: int = N_FRAMES,
+    size: tuple[int, int] = (W, H),
+    fps: int = 25,
+    fmt: str | None = None,
+    pix_fmt: str | None = None,
+    faststart: bool = False,
+) -> Path:
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", format=fmt, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
@@ -268,8 +276,18 @@ def _damage(kind: str, videos: dict[str, Path], tmp: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "kind", ["empty", "random", "truncated-mp4", "truncated-mkv", "truncated-resize",
-             "bitflip-mp4", "bitflip-faststart", "bitflip-mkv", "bitflip-avi"]
+    "kind",
+    [
+        "empty",
+        "random",
+        "truncated-mp4",
+        "truncated-mkv",
+        "truncated-resize",
+        "bitflip-mp4",
+        "bitflip-faststart",
+        "bitflip-mkv",
+        "bitflip-avi",
+    ],
 )
 def test_damaged_file_fails_cleanly(
     kind: str, videos: dict[str, Path], tmp_path: Path, cfg: SourceConfig, caplog: pytest.LogCaptureFixture
@@ -290,8 +308,7 @@ def test_damaged_file_fails_cleanly(
     assert all(f.image.ndim == 3 for f in frames)
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
     if src.decode_errors:
-        assert any(r.levelno == logging.WARNING and "could not be decoded" in r.getMessage()
-                   for r in caplog.records)
+        assert any(r.levelno == logging.WARNING and "could not be decoded" in r.getMessage() for r in caplog.records)
 
 
 def test_truncated_mkv_keeps_frames_before_the_damage_and_warns(
@@ -334,8 +351,18 @@ def test_shared_clips(name: str, count: int | None, size: tuple[int, int], cfg: 
 
 @pytest.mark.parametrize(
     ("attempt", "u", "expected"),
-    [(1, 0.0, 0.25), (2, 0.0, 0.5), (3, 0.0, 1.0), (4, 0.0, 2.0), (9, 0.0, 2.0), (500, 0.0, 2.0),
-     (1, 1.0, 0.3), (1, -1.0, 0.2), (9, 1.0, 2.4), (9, -1.0, 1.6)],
+    [
+        (1, 0.0, 0.25),
+        (2, 0.0, 0.5),
+        (3, 0.0, 1.0),
+        (4, 0.0, 2.0),
+        (9, 0.0, 2.0),
+        (500, 0.0, 2.0),
+        (1, 1.0, 0.3),
+        (1, -1.0, 0.2),
+        (9, 1.0, 2.4),
+        (9, -1.0, 1.6),
+    ],
 )
 def test_backoff_delay(attempt: int, u: float, expected: float, cfg: SourceConfig) -> None:
     assert backoff_delay(attempt, cfg, u) == pytest.approx(expected)
@@ -354,7 +381,7 @@ class FakeCapture:
         self.left = self.plan if isinstance(self.plan, int) else 0
         return self
 
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+    def isOpened(self) -> bool:
         return self.plan != "x"
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -387,9 +414,7 @@ def test_camera_retries_and_reports_status(cfg: SourceConfig) -> None:
     assert fake.released >= 3
 
 
-def test_camera_via_opencv_on_a_file_reconnects_at_its_end(
-    videos: dict[str, Path], cfg: SourceConfig
-) -> None:
+def test_camera_via_opencv_on_a_file_reconnects_at_its_end(videos: dict[str, Path], cfg: SourceConfig) -> None:
     """Real OpenCV capture: a file "camera" ends like an unplugged one and is reopened."""
     quick = config_replace(cfg, backoff_initial_s=0.01, backoff_max_s=0.02)
     events: list[str] = []

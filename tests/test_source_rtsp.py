@@ -63,8 +63,11 @@ class Reader:
         return [k for _, k, _ in self.events]
 
     def first_after(self, t: float, kind: str) -> float | None:
-        times = [te for te, k, _ in self.events if te >= t and k == kind] if kind != "frame" else \
-            [tf for tf, _ in self.frames if tf >= t]
+        times = (
+            [te for te, k, _ in self.events if te >= t and k == kind]
+            if kind != "frame"
+            else [tf for tf, _ in self.frames if tf >= t]
+        )
         return times[0] if times else None
 
 
@@ -132,8 +135,10 @@ def test_server_restart_reports_outage_and_recovers(cfg: SourceConfig) -> None:
     finally:
         src.close()
         srv.kill()
-    print(f"\nserver kill -> source.offline: {[f'{d:.3f}' for d in detect]} s; "
-          f"restart -> first frame: {[f'{r:.2f}' for r in recover]} s")
+    print(
+        f"\nserver kill -> source.offline: {[f'{d:.3f}' for d in detect]} s; "
+        f"restart -> first frame: {[f'{r:.2f}' for r in recover]} s"
+    )
     assert reader.error is None
     assert reader.kinds() == ["source.online"] + ["source.offline", "source.online"] * 2
     assert src.reconnects == 2
@@ -163,8 +168,10 @@ def test_stall_is_detected_and_reconnected(proxy: FaultProxy, server: RtspServer
         assert t_back is not None
     finally:
         src.close()
-    print(f"\nstall -> source.offline: {t_off - t_stall:.3f} s (read_timeout_s={cfg.read_timeout_s}); "
-          f"proxy passing again -> first frame: {t_back - t_pass:.2f} s")
+    print(
+        f"\nstall -> source.offline: {t_off - t_stall:.3f} s (read_timeout_s={cfg.read_timeout_s}); "
+        f"proxy passing again -> first frame: {t_back - t_pass:.2f} s"
+    )
     offline = [info for _, kind, info in reader.events if kind == "source.offline"]
     assert offline[0]["reason"].startswith("stalled") and offline[0]["attempt"] == 1
     assert t_off - t_stall <= cfg.read_timeout_s + 1.0
@@ -252,8 +259,7 @@ def test_corrupt_stream_keeps_delivering(proxy: FaultProxy, server: RtspServer, 
         assert wait_for(lambda: sum(1 for t, _ in reader.frames if t > t0) >= 20, 8.0)
     finally:
         src.close()
-    print(f"\ncorrupt: {proxy.corrupted} bytes flipped, decode_errors={src.decode_errors} "
-          f"reconnects={src.reconnects}")
+    print(f"\ncorrupt: {proxy.corrupted} bytes flipped, decode_errors={src.decode_errors} reconnects={src.reconnects}")
     assert proxy.corrupted >= 10
     assert reader.error is None
     assert all(f.size == SIZE for _, f in reader.frames)
@@ -291,6 +297,8 @@ def test_oversized_stream_is_refused_with_a_clear_reason(server: RtspServer, cfg
         assert wait_for(lambda: reader.events, 8.0)
     finally:
         src.close()
-    assert reader.events[0][1:] == ("source.offline", {
-        "reason": f"frames of 320x240 exceed source.max_pixels={320 * 240 - 1}", "attempt": 1})
+    assert reader.events[0][1:] == (
+        "source.offline",
+        {"reason": f"frames of 320x240 exceed source.max_pixels={320 * 240 - 1}", "attempt": 1},
+    )
     assert not reader.frames

@@ -147,7 +147,7 @@ def test_gated_segmenter_wraps_any_segmenter(reference) -> None:  # type: ignore
     gated = GatedSegmenter(Fake(), Station(root=Path("."), reference=reference, params=GateParams()))
     assert gated.input_size == SIZE
     assert not gated.segment(_counter(99)).classes.any()  # the empty counter: nothing survives
-    assert len(gated.segment_batch([_counter(1), _counter(2)])) == 2  # noqa: PLR2004
+    assert len(gated.segment_batch([_counter(1), _counter(2)])) == 2
 
 
 @pytest.mark.parametrize(("text", "expected"), [("3-5:1", {3: 1, 4: 1, 5: 1}), ("0:2,7-8:0", {0: 2, 7: 0, 8: 0})])
@@ -164,8 +164,8 @@ def test_parse_counts_rejects(text: str) -> None:
 def test_read_frames(tmp_path: Path) -> None:
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), _counter(i))
-    assert len(read_frames(tmp_path)) == 4  # noqa: PLR2004
-    assert len(read_frames(tmp_path, parse_select("1-2"))) == 2  # noqa: PLR2004
+    assert len(read_frames(tmp_path)) == 4
+    assert len(read_frames(tmp_path, parse_select("1-2"))) == 2
     with pytest.raises(ValueError, match="--frames"):
         read_frames(tmp_path, parse_select("10-12"))
     with pytest.raises(FileNotFoundError, match="no such"):
@@ -183,8 +183,8 @@ def test_create_station_end_to_end(tmp_path: Path) -> None:
         cv2.imwrite(str(empty / f"{i}.png"), cv2.resize(_counter(i), (320, 240)))
     cfg = load_config(overrides={"segment.model.provider": "cpu"})
     info = create_station(tmp_path / "st", empty, segment_cfg=cfg.segment, boxes_cfg=cfg.boxes, progress=False)
-    assert info["empty_frames"] == 4  # noqa: PLR2004
-    assert info["validation"]["empty_holdout"]["n_frames"] == 2  # noqa: PLR2004
+    assert info["empty_frames"] == 4
+    assert info["validation"]["empty_holdout"]["n_frames"] == 2
     assert info["validation"]["empty_holdout"]["items_per_frame_station"] == 0.0
     assert "Held-out empty frames" in station_info(tmp_path / "st")
     with pytest.raises(ValueError, match="--check-counts"):
@@ -211,4 +211,4 @@ def test_belt_onboarded_from_its_empty_frames(tmp_path: Path) -> None:
         progress=False,
     )
     assert info["validation"]["empty_holdout"]["items_per_frame_station"] == 0.0
-    assert info["validation"]["check"]["right_station"] >= 0.9  # noqa: PLR2004
+    assert info["validation"]["check"]["right_station"] >= 0.9

@@ -28,8 +28,7 @@ def cfg(**over: Any) -> TrackConfig:
 def dets(boxes: list | np.ndarray, conf: list | float | np.ndarray | None = None) -> Detections:
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(b)
-    c = np.full(n, 0.9, np.float32) if conf is None else np.broadcast_to(
-        np.asarray(conf, np.float32), (n,)).copy()
+    c = np.full(n, 0.9, np.float32) if conf is None else np.broadcast_to(np.asarray(conf, np.float32), (n,)).copy()
     return Detections(
         xyxy=b,
         area=((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float32),
@@ -96,14 +95,17 @@ def test_disappearing_box_goes_lost_then_removed_once(max_lost: int) -> None:
     states = [t.update(Detections.empty()).state.tolist() for _ in range(max_lost + 3)]
     assert states[:max_lost] == [[LOST]] * max_lost
     assert states[max_lost] == [REMOVED]
-    assert states[max_lost + 1:] == [[], []]
+    assert states[max_lost + 1 :] == [[], []]
 
 
-@pytest.mark.parametrize(("gap", "max_lost", "same_id"), [
-    (1, 5, True),
-    (5, 5, True),   # lost for exactly max_lost frames: still recoverable
-    (6, 5, False),  # removed on the 6th miss: the item comes back as a new track
-])
+@pytest.mark.parametrize(
+    ("gap", "max_lost", "same_id"),
+    [
+        (1, 5, True),
+        (5, 5, True),  # lost for exactly max_lost frames: still recoverable
+        (6, 5, False),  # removed on the 6th miss: the item comes back as a new track
+    ],
+)
 def test_reappearance_within_max_lost_keeps_id(gap: int, max_lost: int, same_id: bool) -> None:
     t = Tracker(cfg(max_lost_frames=max_lost))
     confirm(t, box(100, 100))
@@ -138,16 +140,18 @@ def test_two_crossing_boxes_keep_their_ids(speed: int, dy: int) -> None:
 # ---------------------------------------------------------------- two-stage matching
 
 
-@pytest.mark.parametrize(("existing", "conf", "want_state", "want_index"), [
-    ("none", 0.4, None, None),           # a weak detection never starts a track
-    ("none", 0.1, None, None),           # below low_threshold: ignored
-    ("confirmed", 0.4, CONFIRMED, 0),    # a weak detection keeps a tracked item alive
-    ("confirmed", 0.1, LOST, -1),        # below low_threshold: the track is missed
-    ("lost", 0.4, LOST, -1),             # lost tracks only come back on confident detections
-    ("lost", 0.9, CONFIRMED, 0),
-])
-def test_low_confidence_detection(existing: str, conf: float, want_state: int | None,
-                                  want_index: int | None) -> None:
+@pytest.mark.parametrize(
+    ("existing", "conf", "want_state", "want_index"),
+    [
+        ("none", 0.4, None, None),  # a weak detection never starts a track
+        ("none", 0.1, None, None),  # below low_threshold: ignored
+        ("confirmed", 0.4, CONFIRMED, 0),  # a weak detection keeps a tracked item alive
+        ("confirmed", 0.1, LOST, -1),  # below low_threshold: the track is missed
+        ("lost", 0.4, LOST, -1),  # lost tracks only come back on confident detections
+        ("lost", 0.9, CONFIRMED, 0),
+    ],
+)
+def test_low_confidence_detection(existing: str, conf: float, want_state: int | None, want_index: int | None) -> None:
     t = Tracker(cfg(high_threshold=0.6, low_threshold=0.3, new_track_threshold=0.6))
     if existing != "none":
         confirm(t, box(10, 10))
@@ -176,8 +180,10 @@ def test_far_detection_does_not_match() -> None:
     t = Tracker(cfg(min_hits=1))
     t.update(dets([box(0, 0)]))
     out = t.update(dets([box(300, 300)]))
-    assert sorted(zip(out.track_id.tolist(), out.state.tolist(), out.detection_index.tolist(),
-                      strict=True)) == [(1, LOST, -1), (2, CONFIRMED, 0)]
+    assert sorted(zip(out.track_id.tolist(), out.state.tolist(), out.detection_index.tolist(), strict=True)) == [
+        (1, LOST, -1),
+        (2, CONFIRMED, 0),
+    ]
 
 
 def test_low_threshold_above_high_is_rejected() -> None:
@@ -241,8 +247,10 @@ def test_returned_arrays_are_not_the_trackers_state() -> None:
 
 def test_deterministic() -> None:
     rng = np.random.default_rng(7)
-    frames = [dets(rng.uniform(0, 300, (6, 2)).repeat(2, axis=1)[:, [0, 2, 1, 3]]
-                   + [0, 0, 40, 40], rng.uniform(0, 1, 6)) for _ in range(30)]
+    frames = [
+        dets(rng.uniform(0, 300, (6, 2)).repeat(2, axis=1)[:, [0, 2, 1, 3]] + [0, 0, 40, 40], rng.uniform(0, 1, 6))
+        for _ in range(30)
+    ]
     a, b = Tracker(cfg()), Tracker(cfg())
     for d in frames:
         x, y = a.update(d), b.update(d)
@@ -260,8 +268,7 @@ frame_strategy = st.lists(
 
 
 @settings(max_examples=80, deadline=None)
-@given(frames=st.lists(frame_strategy, max_size=25), min_hits=st.integers(1, 3),
-       max_lost=st.integers(0, 3))
+@given(frames=st.lists(frame_strategy, max_size=25), min_hits=st.integers(1, 3), max_lost=st.integers(0, 3))
 def test_property_ids_and_indices(frames: list, min_hits: int, max_lost: int) -> None:
     """Coarse grid boxes (lots of overlap and ambiguity) against the tracker's invariants."""
     t = Tracker(cfg(min_hits=min_hits, max_lost_frames=max_lost))
@@ -316,7 +323,8 @@ def test_linear_assignment_rejects_non_finite_costs() -> None:
 
 
 box_strategy = st.tuples(st.floats(0, 100), st.floats(0, 100), st.floats(0, 50), st.floats(0, 50)).map(
-    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -375,6 +383,7 @@ def test_fast_motion_matched_by_centre_distance(gate: float, same_id: bool) -> N
 
 
 # ---------------------------------------------------------------- re-acquisition at the anchor
+
 
 def confirmed_ids(outs: list[Tracks]) -> set[int]:
     return {int(i) for o in outs for i in o.track_id[o.state == CONFIRMED]}

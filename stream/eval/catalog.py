@@ -30,8 +30,15 @@ log = logging.getLogger(__name__)
 BATCH = 32
 
 
-def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, catalog_cfg: CatalogConfig,
-                 progress: bool = True, *, embedder: Embedder | None = None) -> dict[str, Any]:
+def eval_catalog(
+    gallery: Path,
+    queries: Path,
+    classify_cfg: ClassifyConfig,
+    catalog_cfg: CatalogConfig,
+    progress: bool = True,
+    *,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
     """{top1, top5, per_product, per_product_queries, n_queries, n_products, skipped_queries, model}
     plus ``open_set`` (None when every query's product is in the gallery)."""
     embedder = embedder or Embedder(classify_cfg.model)
@@ -100,8 +107,13 @@ def eval_catalog(gallery: Path, queries: Path, classify_cfg: ClassifyConfig, cat
     }
 
 
-def _open_set(labels: list[str], ranked: list[tuple[str, ...]], scores: list[tuple[float, ...]], known: set[str],
-              rule: UnknownRule) -> dict[str, Any] | None:
+def _open_set(
+    labels: list[str],
+    ranked: list[tuple[str, ...]],
+    scores: list[tuple[float, ...]],
+    known: set[str],
+    rule: UnknownRule,
+) -> dict[str, Any] | None:
     """Open-set figures at ``rule`` and swept; None without absent-product queries."""
     if all(t in known for t in labels):
         return None
@@ -124,12 +136,19 @@ def plot_open_set(result: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
-    for key, label in (("margin_sweep", f"margin swept (threshold {o['threshold']})"),
-                       ("threshold_sweep", "threshold swept (no margin)")):
+    for key, label in (
+        ("margin_sweep", f"margin swept (threshold {o['threshold']})"),
+        ("threshold_sweep", "threshold swept (no margin)"),
+    ):
         rows = o[key]
         ax.plot([r["unknown_rejected"] for r in rows], [r["known_correct"] for r in rows], ".-", lw=1, label=label)
-    ax.plot([o["unknown_rejected"]], [o["known_correct"]], "o", color="C3",
-            label=f"default: threshold {o['threshold']}, margin {o['margin']}")
+    ax.plot(
+        [o["unknown_rejected"]],
+        [o["known_correct"]],
+        "o",
+        color="C3",
+        label=f"default: threshold {o['threshold']}, margin {o['margin']}",
+    )
     ax.set_xlabel("absent products rejected")
     ax.set_ylabel("present products named right")
     ax.grid(alpha=0.3)
@@ -150,10 +169,12 @@ def format_table(result: dict[str, Any], worst: int = 10) -> str:
         f"top-5      {result['top5'] * 100:6.2f} %",
     ]
     if (o := result.get("open_set")) is not None:
-        lines.append(f"open set   absent rejected {o['unknown_rejected'] * 100:.1f} %, present named right"
-                     f" {o['known_correct'] * 100:.1f} %, present rejected {o['known_rejected'] * 100:.1f} %"
-                     f" (threshold {o['threshold']}, margin {o['margin']}; {o['n_absent_queries']} absent,"
-                     f" {o['n_known_queries']} present)")
+        lines.append(
+            f"open set   absent rejected {o['unknown_rejected'] * 100:.1f} %, present named right"
+            f" {o['known_correct'] * 100:.1f} %, present rejected {o['known_rejected'] * 100:.1f} %"
+            f" (threshold {o['threshold']}, margin {o['margin']}; {o['n_absent_queries']} absent,"
+            f" {o['n_known_queries']} present)"
+        )
     per = sorted(result["per_product"].items(), key=lambda kv: (kv[1], kv[0]))[:worst]
     if per:
         lines.append(f"worst {len(per)} products (top-1, queries):")

@@ -228,8 +228,9 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def product_stages(segment_cfg: Any, boxes_cfg: Any, station: Station | None = None,
-                   zones: Sequence[Zone] = ()) -> tuple[SegmentFn, ExtractFn, dict[str, str]]:
+def product_stages(
+    segment_cfg: Any, boxes_cfg: Any, station: Station | None = None, zones: Sequence[Zone] = ()
+) -> tuple[SegmentFn, ExtractFn, dict[str, str]]:
     """The runtime's Segmenter (through ``station``'s gate when given) and BoxExtractor (then the
     zones) as the two callables ``eval_count`` takes, and the segmenter's identity."""
     segmenter, boxes, zone_filter = Segmenter(segment_cfg), BoxExtractor(boxes_cfg), ZoneFilter(zones)

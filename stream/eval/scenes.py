@@ -63,29 +63,55 @@ def score_events(scene: CheckoutScene, events: Sequence[dict[str, Any]]) -> dict
         if "item.classified" in evs and found[key] == 1:
             labelled += 1
             correct += evs["item.classified"]["label"] == product
-    return {"items": len(real), "reported": len(tracks), "found": len(real & set(found)),
-            "duplicates": duplicates, "spurious": spurious, "labelled": labelled, "correct_labels": correct}
+    return {
+        "items": len(real),
+        "reported": len(tracks),
+        "found": len(real & set(found)),
+        "duplicates": duplicates,
+        "spurious": spurious,
+        "labelled": labelled,
+        "correct_labels": correct,
+    }
 
 
-def run_scene(seed: int, seconds: float, embedder: EmbedderLike | None, catalog: CatalogLike | None,
-              overrides: dict[str, Any] | None = None) -> tuple[CheckoutScene, list[dict[str, Any]], dict]:
+def run_scene(
+    seed: int,
+    seconds: float,
+    embedder: EmbedderLike | None,
+    catalog: CatalogLike | None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[CheckoutScene, list[dict[str, Any]], dict]:
     """Run the real pipeline (shipped models) over one rendered scene, offline: (scene, events, summary)."""
     cfg = load_config(overrides={"runtime.stats_interval_s": 0, **(overrides or {})})
     scene = CheckoutScene(seed=seed, duration_s=seconds)
     sink = MemorySink()
-    rt = build_runtime(cfg, lambda _on_status, stop: SceneSource(scene, realtime=False, stop=stop), sink,
-                       embedder=embedder, catalog=catalog)
+    rt = build_runtime(
+        cfg,
+        lambda _on_status, stop: SceneSource(scene, realtime=False, stop=stop),
+        sink,
+        embedder=embedder,
+        catalog=catalog,
+    )
     summary = rt.run()
     return scene, sink.events, summary
 
 
-def score_seeds(seeds: Sequence[int], seconds: float, embedder: EmbedderLike | None,
-                catalog: CatalogLike | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def score_seeds(
+    seeds: Sequence[int],
+    seconds: float,
+    embedder: EmbedderLike | None,
+    catalog: CatalogLike | None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Per-seed rows, their totals, recall and label accuracy."""
     rows = []
     for seed in seeds:
         scene, events, _ = run_scene(seed, seconds, embedder, catalog, overrides)
         rows.append({"seed": seed, **score_events(scene, events)})
     total = {k: sum(r[k] for r in rows) for k in COUNTS}
-    return {"rows": rows, "total": total, "recall": total["found"] / max(total["items"], 1),
-            "label_accuracy": total["correct_labels"] / max(total["labelled"], 1)}
+    return {
+        "rows": rows,
+        "total": total,
+        "recall": total["found"] / max(total["items"], 1),
+        "label_accuracy": total["correct_labels"] / max(total["labelled"], 1),
+    }

@@ -46,8 +46,10 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
         m = masks / f"{p.stem}.png"
         (out if m.exists() else missing).append((p, m))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} images have no mask PNG with the same stem in {masks} "
-                                f"(first: {missing[0][0].name} -> expected {missing[0][1].name})")
+        raise FileNotFoundError(
+            f"{len(missing)} images have no mask PNG with the same stem in {masks} "
+            f"(first: {missing[0][0].name} -> expected {missing[0][1].name})"
+        )
     return out
 
 
@@ -56,13 +58,14 @@ def _read(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"cannot decode image {image_path}")
-    if mask is None or mask.ndim != 2:  # noqa: PLR2004
+    if mask is None or mask.ndim != 2:
         found = "unreadable" if mask is None else f"shape {mask.shape}"
-        raise ValueError(f"mask {mask_path}: expected a single-channel 8/16-bit PNG of instance ids, "
-                         f"found {found}")
+        raise ValueError(f"mask {mask_path}: expected a single-channel 8/16-bit PNG of instance ids, found {found}")
     if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask {mask_path.name} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                         f"{image.shape[1]}x{image.shape[0]}: masks must match their images' size")
+        raise ValueError(
+            f"mask {mask_path.name} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+            f"{image.shape[1]}x{image.shape[0]}: masks must match their images' size"
+        )
     return image, mask.astype(np.int64)
 
 
@@ -118,9 +121,9 @@ def touching_pairs(mask: np.ndarray) -> set[tuple[int, int]]:
     pairs: set[tuple[int, int]] = set()
     h, w = mask.shape
     padded = np.pad(mask, 1)
-    a = padded[1:h + 1, 1:w + 1]
+    a = padded[1 : h + 1, 1 : w + 1]
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        b = padded[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
+        b = padded[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
         sel = (a != b) & (a > 0) & (b > 0)
         for x, y in zip(a[sel].tolist(), b[sel].tolist(), strict=True):
             pairs.add((min(x, y), max(x, y)))
@@ -137,22 +140,30 @@ def _score(truth: np.ndarray, pred: np.ndarray, acc: dict[str, float]) -> None:
     acc["matched"] += len(match_instances(inter))
     acc["count_abs"] += abs(n_p - n_t)
     # The predicted instance covering most of each true item (0 = none).
-    cover = {int(t_ids[r]): int(p_ids[np.argmax(inter[r, 1:]) + 1]) if n_p and inter[r, 1:].max() > 0 else 0
-             for r in range(1, len(t_ids))}
+    cover = {
+        int(t_ids[r]): int(p_ids[np.argmax(inter[r, 1:]) + 1]) if n_p and inter[r, 1:].max() > 0 else 0
+        for r in range(1, len(t_ids))
+    }
     for a, b in touching_pairs(truth):
         acc["touching"] += 1
         acc["separated"] += float(cover[a] != 0 and cover[b] != 0 and cover[a] != cover[b])
 
 
-def eval_segment(images: Path, masks: Path, segment_cfg: SegmentConfig, boxes_cfg: BoxesConfig,
-                 *, split_touching: bool | None = None, progress: bool = True) -> dict[str, Any]:
+def eval_segment(
+    images: Path,
+    masks: Path,
+    segment_cfg: SegmentConfig,
+    boxes_cfg: BoxesConfig,
+    *,
+    split_touching: bool | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the runtime's segmenter + boxes on every image; metrics as in the module docstring."""
     pairs = _pairs(Path(images), Path(masks))
     if split_touching is not None:
         boxes_cfg = config_replace(boxes_cfg, split_touching=split_touching)
     segmenter, boxes = Segmenter(segment_cfg), BoxExtractor(boxes_cfg)
-    acc = dict.fromkeys(("fg_inter", "fg_union", "true", "pred", "matched", "count_abs", "touching",
-                         "separated"), 0.0)
+    acc = dict.fromkeys(("fg_inter", "fg_union", "true", "pred", "matched", "count_abs", "touching", "separated"), 0.0)
     for image_path, mask_path in tqdm(pairs, disable=not progress, unit="img", desc="eval segment"):
         image, truth = _read(image_path, mask_path)
         det = boxes.extract(segmenter.segment(image))
@@ -177,13 +188,16 @@ def format_table(result: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
     model = result.get("model", {})
-    rows = [("images", result["n_images"]), ("foreground IoU", result["foreground_iou"]),
-            ("instance precision @0.5", result["instance_precision"]),
-            ("instance recall @0.5", result["instance_recall"]),
-            ("count error / image", result["count_error"]),
-            (f"touching pairs separated ({result['n_touching_pairs']})", result["touching_separated"]),
-            ("instances true / predicted", f"{result['n_true_instances']} / {result['n_pred_instances']}"),
-            ("split touching", result["split_touching"]),
-            ("model", f"{model.get('name', '?')} v{model.get('version', '?')}")]
+    rows = [
+        ("images", result["n_images"]),
+        ("foreground IoU", result["foreground_iou"]),
+        ("instance precision @0.5", result["instance_precision"]),
+        ("instance recall @0.5", result["instance_recall"]),
+        ("count error / image", result["count_error"]),
+        (f"touching pairs separated ({result['n_touching_pairs']})", result["touching_separated"]),
+        ("instances true / predicted", f"{result['n_true_instances']} / {result['n_pred_instances']}"),
+        ("split touching", result["split_touching"]),
+        ("model", f"{model.get('name', '?')} v{model.get('version', '?')}"),
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {fmt(v)}" for k, v in rows)

@@ -27,8 +27,9 @@ class _LineWriter:
     (the reader went away, e.g. ``| head``) makes the writer go quiet for good.
     """
 
-    def __init__(self, stream: IO[str], name: str, max_queue: int, close_stream: bool,
-                 flush_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, stream: IO[str], name: str, max_queue: int, close_stream: bool, flush_timeout_s: float = 2.0
+    ) -> None:
         self._stream = stream
         self._close_stream = close_stream
         self._flush_timeout_s = flush_timeout_s
@@ -62,16 +63,22 @@ class _LineWriter:
         self._wake.set()
         self._thread.join(self._flush_timeout_s)
         if self._thread.is_alive():
-            log.warning("event sink %s did not flush within %.1f s; giving up on it",
-                        self._thread.name, self._flush_timeout_s)
+            log.warning(
+                "event sink %s did not flush within %.1f s; giving up on it", self._thread.name, self._flush_timeout_s
+            )
             return
         if self._close_stream:
             with contextlib.suppress(OSError):
                 self._stream.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"published": self.published, "dropped": self.dropped, "written": self.written,
-                "errors": self.errors, "broken_pipe": self.broken_pipe}
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "written": self.written,
+            "errors": self.errors,
+            "broken_pipe": self.broken_pipe,
+        }
 
     def _run(self) -> None:
         while not self.broken_pipe:
@@ -108,8 +115,7 @@ class _LineWriter:
 
     def _on_broken_pipe(self) -> None:
         self.broken_pipe = True
-        log.info("event sink %s: reader closed the pipe; no more events are written there",
-                 self._thread.name)
+        log.info("event sink %s: reader closed the pipe; no more events are written there", self._thread.name)
         # As the Python docs advise for SIGPIPE: point the fd at devnull so the interpreter's final
         # flush of the still-buffered text does not raise a second BrokenPipeError at exit.
         try:
@@ -127,8 +133,9 @@ class StdoutSink:
     """One compact JSON line per event on ``stream`` (default: stdout), from a background thread."""
 
     def __init__(self, stream: IO[str] | None = None, max_queue: int = 4096) -> None:
-        self._writer = _LineWriter(stream if stream is not None else sys.stdout, "stdout",
-                                   max_queue, close_stream=False)
+        self._writer = _LineWriter(
+            stream if stream is not None else sys.stdout, "stdout", max_queue, close_stream=False
+        )
 
     def publish(self, event: dict[str, Any]) -> None:
         self._writer.publish(event)
@@ -152,8 +159,10 @@ class JsonlFileSink:
         try:
             stream = self.path.open("a", encoding="utf-8")
         except OSError as exc:
-            raise SinkError(f"cannot open events file {self.path} for appending: {exc.strerror}; "
-                            "check that its folder exists and is writable") from None
+            raise SinkError(
+                f"cannot open events file {self.path} for appending: {exc.strerror}; "
+                "check that its folder exists and is writable"
+            ) from None
         self._writer = _LineWriter(stream, f"jsonl:{self.path.name}", max_queue, close_stream=True)
 
     def publish(self, event: dict[str, Any]) -> None:

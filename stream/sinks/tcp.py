@@ -46,20 +46,19 @@ def is_loopback(host: str) -> bool:
 
 
 class _Client:
-    __slots__ = ("addr", "connect_seq", "deadline", "extra", "inbuf", "out", "partial", "sock", "live",
-                 "writing")
+    __slots__ = ("addr", "connect_seq", "deadline", "extra", "inbuf", "out", "partial", "sock", "live", "writing")
 
     def __init__(self, sock: socket.socket, addr: str, connect_seq: int, deadline: float) -> None:
         self.sock = sock
         self.addr = addr
         self.connect_seq = connect_seq  # last seq published when it connected
-        self.deadline = deadline        # hello must arrive by then
+        self.deadline = deadline  # hello must arrive by then
         self.inbuf = bytearray()
         self.out: deque[bytes] = deque()
-        self.partial = b""              # the unsent tail of the last chunk
-        self.extra = 0                  # replay backlog still allowed above the buffer cap
+        self.partial = b""  # the unsent tail of the last chunk
+        self.extra = 0  # replay backlog still allowed above the buffer cap
         self.live = False
-        self.writing = False            # registered for EVENT_WRITE
+        self.writing = False  # registered for EVENT_WRITE
 
 
 class TcpSink:
@@ -69,13 +68,23 @@ class TcpSink:
     ``cfg.token``; when a token is set every client must present it.
     """
 
-    def __init__(self, host: str, port: int, cfg: EventsConfig, *, hello_timeout_s: float = 0.2,
-                 auth_timeout_s: float = 2.0, flush_timeout_s: float = 1.0, sndbuf: int | None = 1 << 17,
-                 max_pending: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        cfg: EventsConfig,
+        *,
+        hello_timeout_s: float = 0.2,
+        auth_timeout_s: float = 2.0,
+        flush_timeout_s: float = 1.0,
+        sndbuf: int | None = 1 << 17,
+        max_pending: int = 1 << 16,
+    ) -> None:
         if not is_loopback(host) and not cfg.token:
             raise SinkError(
                 f"refusing to listen on {host} without events.token: anyone who can reach the port "
-                "could read the events. Set events.token (clients send it first) or bind 127.0.0.1")
+                "could read the events. Set events.token (clients send it first) or bind 127.0.0.1"
+            )
         self._token = cfg.token.encode()
         self._cap = cfg.client_buffer
         self._hello_s = auth_timeout_s if cfg.token else hello_timeout_s
@@ -86,8 +95,10 @@ class TcpSink:
         try:
             self._listener = socket.create_server((host, port), family=family, backlog=64)
         except OSError as exc:
-            raise SinkError(f"cannot listen for event clients on {host}:{port}: {exc.strerror}; "
-                            "pick another port (0 = any free one)") from None
+            raise SinkError(
+                f"cannot listen for event clients on {host}:{port}: {exc.strerror}; "
+                "pick another port (0 = any free one)"
+            ) from None
         self._listener.setblocking(False)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
@@ -144,10 +155,17 @@ class TcpSink:
             log.warning("event server on port %d did not stop in time", self.port)
 
     def stats(self) -> dict[str, Any]:
-        return {"published": self.published, "dropped": self.dropped, "errors": self.errors,
-                "clients": len(self._clients), "clients_accepted": self.clients_accepted,
-                "clients_cut": self.clients_cut, "clients_rejected": self.clients_rejected,
-                "replayed": self.replayed, "gaps": self.gaps}
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "clients": len(self._clients),
+            "clients_accepted": self.clients_accepted,
+            "clients_cut": self.clients_cut,
+            "clients_rejected": self.clients_rejected,
+            "replayed": self.replayed,
+            "gaps": self.gaps,
+        }
 
     # -- server thread --------------------------------------------------------------------------
 
@@ -242,9 +260,11 @@ class TcpSink:
                 hello = None
         resume = hello.get("resume_after") if isinstance(hello, dict) else None
         if not isinstance(hello, dict) or not (
-                resume is None or (isinstance(resume, int) and not isinstance(resume, bool) and resume >= 0)):
-            self._reject(client, 'sent a bad first line; expected {"resume_after": SEQ, "token": "..."} '
-                                 "or an empty line")
+            resume is None or (isinstance(resume, int) and not isinstance(resume, bool) and resume >= 0)
+        ):
+            self._reject(
+                client, 'sent a bad first line; expected {"resume_after": SEQ, "token": "..."} or an empty line'
+            )
             return
         if self._token:
             token = hello.get("token")
@@ -272,8 +292,9 @@ class TcpSink:
         client.inbuf.clear()
         client.out.extend(backlog)
         client.extra = len(backlog)
-        log.info("event client %s connected (resume_after=%s, %d lines of backlog)",
-                 client.addr, resume_after, len(backlog))
+        log.info(
+            "event client %s connected (resume_after=%s, %d lines of backlog)", client.addr, resume_after, len(backlog)
+        )
         self._send(client)
 
     def _drain(self) -> None:
@@ -335,8 +356,10 @@ class TcpSink:
         while any(c.writing for c in self._clients.values()):
             left = deadline - time.monotonic()
             if left <= 0:
-                log.warning("event server: %d clients still had unsent events at shutdown",
-                            sum(c.writing for c in self._clients.values()))
+                log.warning(
+                    "event server: %d clients still had unsent events at shutdown",
+                    sum(c.writing for c in self._clients.values()),
+                )
                 return
             for key, mask in self._sel.select(left):
                 if isinstance(key.data, _Client) and mask & selectors.EVENT_WRITE:

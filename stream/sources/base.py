@@ -178,8 +178,10 @@ def configure_decoder(stream: Any, cfg: SourceConfig, threaded: bool) -> None:
     sources keep FFmpeg's default (slice threading) and files use AUTO for throughput.
     """
     if stream.codec_context is None:  # e.g. a damaged header naming a codec FFmpeg has no decoder for
-        raise SourceError(f"no decoder for its video stream (codec id {getattr(stream, 'codec_tag', '?')!s}): "
-                          "damaged file or unsupported codec")
+        raise SourceError(
+            f"no decoder for its video stream (codec id {getattr(stream, 'codec_tag', '?')!s}): "
+            "damaged file or unsupported codec"
+        )
     if threaded:
         stream.thread_type = "AUTO"
     stream.codec_context.options = {"max_pixels": str(cfg.max_pixels)}

@@ -16,8 +16,9 @@ PACKSHOT_VIEWS = 8  # catalog photos per demo product (pose, size and lighting v
 class SceneSource(Source):
     """A CheckoutScene read like a camera: paced at the scene's frame rate when ``realtime``."""
 
-    def __init__(self, scene: CheckoutScene, *, realtime: bool = True, loop: bool = False,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, scene: CheckoutScene, *, realtime: bool = True, loop: bool = False, stop: threading.Event | None = None
+    ) -> None:
         self.scene = scene
         self.realtime = realtime
         self.loop = loop
@@ -26,8 +27,14 @@ class SceneSource(Source):
         self._n = scene.scene_length_frames
         self._i = 0
         self._t0: float | None = None
-        self._properties = SourceProperties(name=f"demo:seed={scene.seed}", is_live=False, realtime=realtime,
-                                            fps=scene.fps, width=scene.width, height=scene.height)
+        self._properties = SourceProperties(
+            name=f"demo:seed={scene.seed}",
+            is_live=False,
+            realtime=realtime,
+            fps=scene.fps,
+            width=scene.width,
+            height=scene.height,
+        )
 
     @property
     def properties(self) -> SourceProperties:

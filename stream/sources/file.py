@@ -103,9 +103,14 @@ class FileSource(Source):
                 ) from None
             raise SourceError(f"{path}: cannot open the {cc.name} decoder: {describe(exc)}") from None
         self._frames = decode_video(self._container, self._stream, self._count_error)
-        self._properties = SourceProperties(name=self.name, is_live=False, realtime=cfg.realtime,
-                                            fps=1.0 / self._nominal_step, width=cc.width or None,
-                                            height=cc.height or None)
+        self._properties = SourceProperties(
+            name=self.name,
+            is_live=False,
+            realtime=cfg.realtime,
+            fps=1.0 / self._nominal_step,
+            width=cc.width or None,
+            height=cc.height or None,
+        )
         log.debug("opened %s (%s, %dx%d)", self.name, cc.name, cc.width, cc.height)
 
     @property
@@ -132,8 +137,9 @@ class FileSource(Source):
         self._span_s += step
         if self._cfg.realtime and not self._pace(step):
             return None
-        frame = Frame(image=image, index=self._index, t_capture=time.monotonic(),
-                      utc_capture=time.time(), source=self.name)
+        frame = Frame(
+            image=image, index=self._index, t_capture=time.monotonic(), utc_capture=time.time(), source=self.name
+        )
         self._index += 1
         return frame
 
@@ -165,11 +171,19 @@ class FileSource(Source):
     def _finish(self) -> None:
         if not self._closed:
             if self.decode_errors:
-                log.warning("%s: ended after %d frames; %d packets could not be decoded (damaged file?)",
-                            self.name, self._index, self.decode_errors)
+                log.warning(
+                    "%s: ended after %d frames; %d packets could not be decoded (damaged file?)",
+                    self.name,
+                    self._index,
+                    self.decode_errors,
+                )
             elif (short := self._shortfall()) is not None:
-                log.warning("%s: ended after %d frames at %.1f s of a declared %.1f s (truncated file?)",
-                            self.name, self._index, *short)
+                log.warning(
+                    "%s: ended after %d frames at %.1f s of a declared %.1f s (truncated file?)",
+                    self.name,
+                    self._index,
+                    *short,
+                )
         self.close()
 
     def _shortfall(self) -> tuple[float, float] | None:

@@ -184,12 +184,14 @@ class LiveSource(Source):
         h, w = image.shape[:2]
         log.info("%s: online (%dx%d, reconnects=%d)", self.name, w, h, self.reconnects)
         self._properties = replace(self._properties, width=int(w), height=int(h), fps=self._fps)
-        return self._deliver(SourceStatus("source.online", {"width": int(w), "height": int(h),
-                                                            "reconnects": self.reconnects}))
+        return self._deliver(
+            SourceStatus("source.online", {"width": int(w), "height": int(h), "reconnects": self.reconnects})
+        )
 
     def _frame(self, image: np.ndarray) -> Frame:
-        frame = Frame(image=image, index=self._index, t_capture=time.monotonic(),
-                      utc_capture=time.time(), source=self.name)
+        frame = Frame(
+            image=image, index=self._index, t_capture=time.monotonic(), utc_capture=time.time(), source=self.name
+        )
         self._index += 1
         return frame
 
@@ -224,8 +226,7 @@ class NetworkSource(LiveSource):
     def _images(self) -> Iterator[np.ndarray]:
         cfg = self._cfg
         try:
-            container = av.open(self._url, options=self._options,
-                                timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
+            container = av.open(self._url, options=self._options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
         except av.error.ExitError:
             raise Outage(f"no answer within source.open_timeout_s={cfg.open_timeout_s}") from None
         except (av.error.FFmpegError, OSError) as exc:

@@ -84,7 +84,7 @@ def _words(classes: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def _check_2d(name: str, arr: np.ndarray) -> None:
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2:  # noqa: PLR2004 - a map is 2-D
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2:
         found = arr.shape if isinstance(arr, np.ndarray) else type(arr).__name__
         raise ValueError(f"{name}: expected a 2-D array [h, w], found {found}")
 
@@ -101,7 +101,7 @@ def _as_u8(mask: np.ndarray) -> np.ndarray:
 def _eight(connectivity: int) -> bool:
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity: expected 4 or 8, found {connectivity!r}")
-    return connectivity == 8  # noqa: PLR2004
+    return connectivity == 8
 
 
 def _conf(confidence: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -112,17 +112,24 @@ def _conf(confidence: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return confidence.astype(np.float32, copy=False)
 
 
-def _components(labels: np.ndarray, area: np.ndarray, box: np.ndarray, sums: np.ndarray,
-                *, class_id: np.ndarray, has_conf: bool) -> Components:
+def _components(
+    labels: np.ndarray, area: np.ndarray, box: np.ndarray, sums: np.ndarray, *, class_id: np.ndarray, has_conf: bool
+) -> Components:
     div = np.maximum(area, 1).astype(np.float64)
     conf = sums[:, 2] / div if has_conf else np.zeros(len(area))
-    return Components(labels=labels, xyxy=box, area=area, centroid=sums[:, :2] / div[:, None],
-                      confidence=conf.astype(np.float32), class_id=class_id)
+    return Components(
+        labels=labels,
+        xyxy=box,
+        area=area,
+        centroid=sums[:, :2] / div[:, None],
+        confidence=conf.astype(np.float32),
+        class_id=class_id,
+    )
 
 
-def components_with_stats(mask: np.ndarray, connectivity: int = 8,
-                          confidence: np.ndarray | None = None,
-                          scratch: Scratch | None = None) -> Components:
+def components_with_stats(
+    mask: np.ndarray, connectivity: int = 8, confidence: np.ndarray | None = None, scratch: Scratch | None = None
+) -> Components:
     """Components of a 2-D mask's non-zero pixels with box, area, centroid (and mean confidence).
 
     The counterpart of ``cv2.connectedComponentsWithStats`` without its background row. Pass a
@@ -132,13 +139,22 @@ def components_with_stats(mask: np.ndarray, connectivity: int = 8,
     conf = _conf(confidence, m8.shape)
     runs, pix = (scratch or Scratch()).fit(*m8.shape)
     labels, _, area, box, sums, class_id, _ = K.extract(
-        m8, _words(m8, _BINARY_LUT), conf, confidence is not None, _BINARY_LUT, _NO_ITEM,
-        _eight(connectivity), 0.0, runs, pix, 0)
+        m8,
+        _words(m8, _BINARY_LUT),
+        conf,
+        confidence is not None,
+        _BINARY_LUT,
+        _NO_ITEM,
+        _eight(connectivity),
+        0.0,
+        runs,
+        pix,
+        0,
+    )
     return _components(labels, area, box, sums, class_id=class_id, has_conf=confidence is not None)
 
 
-def label_components(mask: np.ndarray, connectivity: int = 8,
-                     scratch: Scratch | None = None) -> tuple[np.ndarray, int]:
+def label_components(mask: np.ndarray, connectivity: int = 8, scratch: Scratch | None = None) -> tuple[np.ndarray, int]:
     """Label the non-zero pixels of a 2-D mask: (int32 labels 1..n in raster order, n)."""
     comps = components_with_stats(mask, connectivity, scratch=scratch)
     return comps.labels, len(comps)
@@ -150,8 +166,7 @@ def region_stats(labels: np.ndarray, n: int, confidence: np.ndarray | None = Non
     lab32 = labels.astype(np.int32, copy=False)
     conf = _conf(confidence, lab32.shape)
     area, box, sums = K.region_stats(lab32, int(n), conf, confidence is not None)
-    return _components(lab32, area, box, sums, class_id=np.ones(int(n), np.int32),
-                       has_conf=confidence is not None)
+    return _components(lab32, area, box, sums, class_id=np.ones(int(n), np.int32), has_conf=confidence is not None)
 
 
 @dataclass(frozen=True)
@@ -166,11 +181,12 @@ class _ClassPlan:
 def class_plan(names: tuple[str, ...], split_touching: bool) -> _ClassPlan:
     """Find background and boundary by name; every other class is an item class."""
     if BACKGROUND_NAME not in names:
-        raise ValueError(f"SegMap.class_names: expected a class named '{BACKGROUND_NAME}', found "
-                         f"{names}; fix the segmenter's class_names metadata")
+        raise ValueError(
+            f"SegMap.class_names: expected a class named '{BACKGROUND_NAME}', found "
+            f"{names}; fix the segmenter's class_names metadata"
+        )
     if len(names) > MAX_CLASSES:
-        raise ValueError(f"SegMap.class_names: at most {MAX_CLASSES} classes fit a uint8 map, "
-                         f"found {len(names)}")
+        raise ValueError(f"SegMap.class_names: at most {MAX_CLASSES} classes fit a uint8 map, found {len(names)}")
     boundary = [i for i, nm in enumerate(names) if nm in BOUNDARY_NAMES]
     split = split_touching and bool(boundary)
     lut = np.full(256, K.UNKNOWN, np.uint8)
@@ -211,12 +227,23 @@ class BoxExtractor:
         h, w = segmap.classes.shape
         runs, pix = self._scratch.fit(h, w)
         labels, m, area, box, sums, class_id, n_unknown = K.extract(
-            segmap.classes, _words(segmap.classes, plan.lut), segmap.confidence, True, plan.lut,
-            plan.item, self._eight, self._cfg.min_area_frac * h * w, runs, pix, self._cfg.boundary_reach)
+            segmap.classes,
+            _words(segmap.classes, plan.lut),
+            segmap.confidence,
+            True,
+            plan.lut,
+            plan.item,
+            self._eight,
+            self._cfg.min_area_frac * h * w,
+            runs,
+            pix,
+            self._cfg.boundary_reach,
+        )
         if n_unknown:
             raise ValueError(
                 f"SegMap.classes: {n_unknown} pixels have class ids >= {len(names)}, but class_names "
-                f"lists only {names}; the model's outputs and its metadata disagree: re-export it")
+                f"lists only {names}; the model's outputs and its metadata disagree: re-export it"
+            )
         if m == 0:
             return Detections.empty((h, w))
         sx, sy = segmap.scale

@@ -114,16 +114,14 @@ class Catalog:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def build(cls, photos: Path, embedder: EmbedderLike, cfg: CatalogConfig,
-              progress: bool = True) -> Catalog:
+    def build(cls, photos: Path, embedder: EmbedderLike, cfg: CatalogConfig, progress: bool = True) -> Catalog:
         """Embed every photo under ``photos`` (ROOT/<product>/*.jpg or ROOT/<product>.jpg)."""
         catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index)
         catalog.add(Path(photos), embedder, progress=progress)
         return catalog
 
     @classmethod
-    def from_images(cls, images: dict[str, list[np.ndarray]], embedder: EmbedderLike,
-                    cfg: CatalogConfig) -> Catalog:
+    def from_images(cls, images: dict[str, list[np.ndarray]], embedder: EmbedderLike, cfg: CatalogConfig) -> Catalog:
         """A catalog from in-memory BGR images per product (the demo's packshots)."""
         catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index)
         items = [(p, f"<memory:{p}/{i}>", img) for p in sorted(images) for i, img in enumerate(images[p])]
@@ -144,8 +142,9 @@ class Catalog:
                 f" or {photos}/<product>.jpg"
             )
         added = self._add_items(_read_images(files, progress, f"embedding {Path(photos).name}"), embedder)
-        log.info("catalog: +%d images (%d products now, %d unreadable skipped)",
-                 added, len(self.products), self.skipped)
+        log.info(
+            "catalog: +%d images (%d products now, %d unreadable skipped)", added, len(self.products), self.skipped
+        )
         return added
 
     def _add_items(self, items: Iterator[tuple[str, str, Any]], embedder: EmbedderLike) -> int:
@@ -217,16 +216,26 @@ class Catalog:
             raise CatalogError("nothing to save: the catalog is empty")
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(directory / INDEX_FILE))
-        sidecar = {"products": self.products, "names": self.names, "paths": self.paths,
-                   "vector_product": self.vector_product.tolist()}
+        sidecar = {
+            "products": self.products,
+            "names": self.names,
+            "paths": self.paths,
+            "vector_product": self.vector_product.tolist(),
+        }
         (directory / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1) + "\n")
         # The manifest goes last: a directory with a manifest is a complete catalog.
         (directory / MANIFEST_FILE).write_text(json.dumps(self._manifest(), indent=2) + "\n")
 
     def _manifest(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "embedder": self.identity, "dim": self.dim,
-                "index": self.index_type, "count": int(len(self.vector_product)),
-                "products": len(self.products), "created": self.created}
+        return {
+            "format": FORMAT_VERSION,
+            "embedder": self.identity,
+            "dim": self.dim,
+            "index": self.index_type,
+            "count": int(len(self.vector_product)),
+            "products": len(self.products),
+            "created": self.created,
+        }
 
     @classmethod
     def load(cls, directory: Path, embedder: EmbedderLike, cfg: CatalogConfig) -> Catalog:
@@ -243,8 +252,7 @@ class Catalog:
             index = faiss.read_index(str(paths[0]))
         except (ValueError, RuntimeError) as exc:
             raise CatalogError(f"catalog {directory} is corrupt ({exc}); rebuild it") from None
-        catalog = cls(cfg, manifest.get("embedder", {}), int(manifest.get("dim", 0)),
-                      manifest.get("index", "flat"))
+        catalog = cls(cfg, manifest.get("embedder", {}), int(manifest.get("dim", 0)), manifest.get("index", "flat"))
         catalog._check_identity(embedder.identity, f"catalog {directory}", built=True)
         if catalog.dim != embedder.dim or index.d != embedder.dim:
             raise CatalogError(
@@ -258,11 +266,17 @@ class Catalog:
         catalog.created = manifest.get("created", catalog.created)
         catalog._index = index
         if index.ntotal != len(catalog.vector_product) or len(catalog.paths) != index.ntotal:
-            raise CatalogError(f"catalog {directory} is inconsistent: index holds {index.ntotal} vectors,"
-                               f" catalog.json {len(catalog.vector_product)}; rebuild it")
+            raise CatalogError(
+                f"catalog {directory} is inconsistent: index holds {index.ntotal} vectors,"
+                f" catalog.json {len(catalog.vector_product)}; rebuild it"
+            )
         if cfg.index != catalog.index_type:
-            log.info("catalog %s uses a %s index (config says %s; rebuild to change)",
-                     directory, catalog.index_type, cfg.index)
+            log.info(
+                "catalog %s uses a %s index (config says %s; rebuild to change)",
+                directory,
+                catalog.index_type,
+                cfg.index,
+            )
         return catalog
 
     def _check_identity(self, runtime: dict[str, str], what: str, built: bool = False) -> None:
@@ -279,14 +293,23 @@ class Catalog:
     # ------------------------------------------------------------------ queries
 
     def info(self) -> dict[str, Any]:
-        return {**self._manifest(), "vectors": int(len(self.vector_product)),
-                "gpu": self._gpu_index is not None, "skipped_images": self.skipped}
+        return {
+            **self._manifest(),
+            "vectors": int(len(self.vector_product)),
+            "gpu": self._gpu_index is not None,
+            "skipped_images": self.skipped,
+        }
 
     def _searcher(self) -> faiss.Index:
         if self._index is None:
             raise CatalogError("the catalog is empty: build it from product photos first")
-        if self._gpu_index is None and self.cfg.use_gpu and self.index_type != "hnsw" \
-                and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        if (
+            self._gpu_index is None
+            and self.cfg.use_gpu
+            and self.index_type != "hnsw"
+            and hasattr(faiss, "StandardGpuResources")
+            and faiss.get_num_gpus() > 0
+        ):
             self._gpu_res = faiss.StandardGpuResources()
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index)
             log.info("catalog index on GPU")
@@ -319,8 +342,7 @@ class Catalog:
                     best[p] = s
                     if len(best) == k:
                         break
-        return Match(products=tuple(self.products[p] for p in best),
-                     scores=tuple(float(s) for s in best.values()))
+        return Match(products=tuple(self.products[p] for p in best), scores=tuple(float(s) for s in best.values()))
 
     def reset(self) -> None:
         """Stateless between frames; present for the stage interface."""

@@ -49,8 +49,12 @@ class UnknownRule:
         return self.cohort + 1
 
     def describe(self) -> dict[str, float | int | str]:
-        return {"rule": f"unknown when best cosine < threshold or best - mean(next {self.cohort}) < margin",
-                "threshold": self.threshold, "margin": self.margin, "cohort": self.cohort}
+        return {
+            "rule": f"unknown when best cosine < threshold or best - mean(next {self.cohort}) < margin",
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "cohort": self.cohort,
+        }
 
     def standout(self, ranked: np.ndarray) -> np.ndarray:
         """best - mean of the next ``cohort`` scores, per row of scores sorted best first [Q, K];
@@ -60,8 +64,7 @@ class UnknownRule:
             return np.full(len(ranked), np.inf)
         return ranked[:, 0] - ranked[:, 1 : 1 + self.cohort].mean(axis=1)
 
-    def rejected(self, ranked: np.ndarray, threshold: float | None = None,
-                 margin: float | None = None) -> np.ndarray:
+    def rejected(self, ranked: np.ndarray, threshold: float | None = None, margin: float | None = None) -> np.ndarray:
         """bool [Q]: the rule (or the rule at another ``threshold`` / ``margin``, for sweeps) on rows of
         product scores sorted best first [Q, K]."""
         t = self.threshold if threshold is None else threshold
@@ -92,8 +95,7 @@ class _TrackMemory:
     label: Label | None = None
 
 
-def crop_item(frame: Frame, detections: Detections, row: int, padding: float,
-              mask_background: bool) -> np.ndarray:
+def crop_item(frame: Frame, detections: Detections, row: int, padding: float, mask_background: bool) -> np.ndarray:
     """The padded box of detection ``row`` cut from the frame (a copy), optionally with the pixels
     outside the item's mask set to neutral grey."""
     h, w = frame.image.shape[:2]
@@ -105,10 +107,13 @@ def crop_item(frame: Frame, detections: Detections, row: int, padding: float,
     if mask_background and crop.size:
         inst = detections.instance_map
         sy, sx = inst.shape[0] / h, inst.shape[1] / w
-        sub = inst[int(iy1 * sy):max(int(iy1 * sy) + 1, int(np.ceil(iy2 * sy))),
-                   int(ix1 * sx):max(int(ix1 * sx) + 1, int(np.ceil(ix2 * sx)))]
-        mask = cv2.resize((sub == row + 1).astype(np.uint8), (crop.shape[1], crop.shape[0]),
-                          interpolation=cv2.INTER_NEAREST)
+        sub = inst[
+            int(iy1 * sy) : max(int(iy1 * sy) + 1, int(np.ceil(iy2 * sy))),
+            int(ix1 * sx) : max(int(ix1 * sx) + 1, int(np.ceil(ix2 * sx))),
+        ]
+        mask = cv2.resize(
+            (sub == row + 1).astype(np.uint8), (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
         crop[mask == 0] = 127
     return crop
 
@@ -116,8 +121,7 @@ def crop_item(frame: Frame, detections: Detections, row: int, padding: float,
 class Classifier:
     """Turns tracks into settled product labels; returns the labels that changed in each update."""
 
-    def __init__(self, cfg: ClassifyConfig, embedder: EmbedderLike | None,
-                 catalog: CatalogLike | None) -> None:
+    def __init__(self, cfg: ClassifyConfig, embedder: EmbedderLike | None, catalog: CatalogLike | None) -> None:
         self.cfg = cfg
         self.embedder = embedder
         self.catalog = catalog
@@ -150,8 +154,7 @@ class Classifier:
         due = self._due(tracks)
         if not due:
             return {}
-        crops = [crop_item(frame, detections, row, self.cfg.crop_padding, self.cfg.mask_background)
-                 for _, row in due]
+        crops = [crop_item(frame, detections, row, self.cfg.crop_padding, self.cfg.mask_background) for _, row in due]
         vectors = self.embedder.embed(crops)  # type: ignore[union-attr]
         self.crops_embedded += len(crops)
         size = frame.size
@@ -168,8 +171,9 @@ class Classifier:
     def _due(self, tracks: Tracks) -> list[tuple[int, int]]:
         """(track_id, detection row) pairs to embed now, least-known tracks first, within budget."""
         candidates = []
-        for tid, state, row in zip(tracks.track_id.tolist(), tracks.state.tolist(),
-                                   tracks.detection_index.tolist(), strict=True):
+        for tid, state, row in zip(
+            tracks.track_id.tolist(), tracks.state.tolist(), tracks.detection_index.tolist(), strict=True
+        ):
             if state != CONFIRMED or row < 0:
                 continue
             mem = self._tracks.get(tid)
@@ -219,5 +223,4 @@ class Classifier:
         best = topk[0][1] if topk else -1.0
         second = topk[1][1] if len(topk) > 1 else -1.0
         product = UNKNOWN if unknown or not topk else topk[0][0]
-        return Label(product=product, score=best, margin=best - second, topk=topk,
-                     unknown=unknown, n_embeddings=n)
+        return Label(product=product, score=best, margin=best - second, topk=topk, unknown=unknown, n_embeddings=n)

@@ -44,9 +44,15 @@ def letterbox(img: np.ndarray, size: int) -> np.ndarray:
 
 def check_embedder_contract(model: LoadedModel) -> tuple[int, int]:
     """Raise ModelError unless ``model`` is a checkout-stream embedder; return (input_size, dim)."""
-    check_io(model, kind="embedder", input_name=INPUT_NAME, input_shape="[N,S,S,3]",
-             outputs=((OUTPUT_NAME, "tensor(float)"),), metadata=REQUIRED_METADATA,
-             config_key="classify.model.path")
+    check_io(
+        model,
+        kind="embedder",
+        input_name=INPUT_NAME,
+        input_shape="[N,S,S,3]",
+        outputs=((OUTPUT_NAME, "tensor(float)"),),
+        metadata=REQUIRED_METADATA,
+        config_key="classify.model.path",
+    )
     where = f"model {model.path.name}"
     size, dim = _meta_int(model, "input_size"), _meta_int(model, "embedding_dim")
     shape = model.session.get_inputs()[0].shape
@@ -100,11 +106,10 @@ class Embedder:
         return self._run(batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        out = self._model.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        out = self._model.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]  # IO-bound on GPU providers
         if out.shape != (len(batch), self._dim):
             raise ModelError(
-                f"model {self._model.path.name} returned shape {out.shape},"
-                f" expected ({len(batch)}, {self._dim})"
+                f"model {self._model.path.name} returned shape {out.shape}, expected ({len(batch)}, {self._dim})"
             )
         return np.ascontiguousarray(out, dtype=np.float32)
 

@@ -86,7 +86,8 @@ def distance_match(a: np.ndarray, b: np.ndarray, gate: float) -> tuple[np.ndarra
     da = np.hypot(*(a[:, 2:] - a[:, :2]).T)
     db = np.hypot(*(b[:, 2:] - b[:, :2]).T)
     dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2) / np.maximum(
-        np.maximum(da[:, None], db[None, :]), 1e-6)
+        np.maximum(da[:, None], db[None, :]), 1e-6
+    )
     ratio = (da[:, None] / np.maximum(db[None, :], 1e-6)) ** 2
     ok = (dist <= gate) & (ratio < 3.0) & (ratio > 1 / 3.0)
     rows, cols = linear_assignment(np.where(ok, dist, INFEASIBLE))

@@ -48,8 +48,7 @@ def initiate(measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = z.shape[0]
     mean = np.concatenate([z, np.zeros((n, NDIM))], axis=1)
     # Velocity is unknown at birth: start it very uncertain so the first matches set it.
-    std = np.concatenate([2 * _size_std(z[:, 2:], STD_POSITION), 10 * _size_std(z[:, 2:], STD_VELOCITY)],
-                         axis=1)
+    std = np.concatenate([2 * _size_std(z[:, 2:], STD_POSITION), 10 * _size_std(z[:, 2:], STD_VELOCITY)], axis=1)
     cov = np.zeros((n, 2 * NDIM, 2 * NDIM))
     idx = np.arange(2 * NDIM)
     cov[:, idx, idx] = std**2

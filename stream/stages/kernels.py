@@ -312,8 +312,7 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
             labels[y, x] = lab
     if ng > 0:
         n = _grow(labels, classes, lut, pix, ng, n, eight, reach)
-    area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n,
-                                          n_classes)
+    area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes)
     remap, m = _keep(labels, runs, nr, pix, ng, area, min_area)
     out_area = np.empty(m, np.int64)
     out_box = np.empty((m, 4), np.int32)

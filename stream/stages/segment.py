@@ -28,20 +28,28 @@ REQUIRED_METADATA = ("name", "version", "input_size", "class_names")
 
 def check_segmenter_contract(model: LoadedModel) -> tuple[tuple[int, int], tuple[str, ...]]:
     """Raise ModelError unless ``model`` is a checkout-stream segmenter; return ((H, W), class names)."""
-    check_io(model, kind="segmenter", input_name=INPUT_NAME, input_shape="[N,H,W,3]", outputs=OUTPUTS,
-             metadata=REQUIRED_METADATA, config_key="segment.model.path")
+    check_io(
+        model,
+        kind="segmenter",
+        input_name=INPUT_NAME,
+        input_shape="[N,H,W,3]",
+        outputs=OUTPUTS,
+        metadata=REQUIRED_METADATA,
+        config_key="segment.model.path",
+    )
     where = f"model {model.path.name}"
     size: Any = model.meta_json("input_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):  # noqa: PLR2004
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
         raise ModelError(f"{where}: metadata input_size={json.dumps(size)} is not [height, width]")
     names: Any = model.meta_json("class_names")
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
-            and names[0] == "background"):
-        raise ModelError(f"{where}: metadata class_names={json.dumps(names)} must list names with "
-                         "'background' first")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names) and names[0] == "background"):
+        raise ModelError(f"{where}: metadata class_names={json.dumps(names)} must list names with 'background' first")
     shape = model.session.get_inputs()[0].shape
-    if len(shape) != 4 or shape[3] != 3 or any(  # noqa: PLR2004
-            isinstance(s, int) and s != want for s, want in zip(shape[1:3], size, strict=True)):
+    if (
+        len(shape) != 4
+        or shape[3] != 3
+        or any(isinstance(s, int) and s != want for s, want in zip(shape[1:3], size, strict=True))
+    ):
         raise ModelError(f"{where}: input shape {shape} disagrees with metadata input_size={size} ([H, W])")
     return (size[0], size[1]), tuple(names)
 
@@ -53,8 +61,14 @@ class Segmenter:
         self._model = model if model is not None else load_model(cfg.model)
         self._size, self._names = check_segmenter_contract(self._model)
         self._batch_fixed = self._model.session.get_inputs()[0].shape[0]
-        log.info("segmenter %s v%s, input %dx%d, classes %s", self._model.name, self._model.version,
-                 self._size[1], self._size[0], ",".join(self._names))
+        log.info(
+            "segmenter %s v%s, input %dx%d, classes %s",
+            self._model.name,
+            self._model.version,
+            self._size[1],
+            self._size[0],
+            ",".join(self._names),
+        )
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -73,8 +87,14 @@ class Segmenter:
         """Stateless: nothing to clear (kept for the stage interface)."""
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3  # noqa: PLR2004
-                and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0):  # noqa: PLR2004
+        if not (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and image.shape[0] > 0
+            and image.shape[1] > 0
+        ):
             found = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"segment: expected a uint8 HxWx3 BGR image, found {found}")
         h, w = self._size
@@ -85,7 +105,7 @@ class Segmenter:
         return cv2.resize(image, (w, h), interpolation=interp)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        classes, conf = self._model.session.run(["classes", "confidence"], {INPUT_NAME: batch})
+        classes, conf = self._model.run(["classes", "confidence"], {INPUT_NAME: batch})  # IO-bound on GPUs
         return classes, conf
 
     def segment(self, image: np.ndarray) -> SegMap:
@@ -99,14 +119,17 @@ class Segmenter:
         batch = np.stack([self._prepare(im) for im in images])
         if isinstance(self._batch_fixed, int):  # a fixed-batch model: run in chunks of that size
             step = self._batch_fixed
-            parts = [self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
+            parts = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
             classes = np.concatenate([p[0] for p in parts])
             conf = np.concatenate([p[1] for p in parts])
         else:
             classes, conf = self._run(batch)
         return [
-            SegMap(classes=np.ascontiguousarray(classes[i], np.uint8),
-                   confidence=np.ascontiguousarray(conf[i], np.float32), class_names=self._names,
-                   source_size=(int(im.shape[1]), int(im.shape[0])))
+            SegMap(
+                classes=np.ascontiguousarray(classes[i], np.uint8),
+                confidence=np.ascontiguousarray(conf[i], np.float32),
+                class_names=self._names,
+                source_size=(int(im.shape[1]), int(im.shape[0])),
+            )
             for i, im in enumerate(images)
         ]

@@ -78,7 +78,7 @@ class Reference:
     noise: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.median.dtype != np.uint8 or self.median.ndim != 3 or self.median.shape[2] != 3:  # noqa: PLR2004
+        if self.median.dtype != np.uint8 or self.median.ndim != 3 or self.median.shape[2] != 3:
             raise ValueError(
                 f"Reference.median: expected uint8 [h, w, 3], found {self.median.dtype} {self.median.shape}"
             )

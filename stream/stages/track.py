@@ -113,8 +113,9 @@ class Tracker:
         used[det_idx[det_idx >= 0]] = True
         born = high[~used[high] & (conf[high] >= cfg.new_track_threshold)]
         self._birth(born, boxes, conf)
-        det_idx = self._reacquire(np.concatenate([det_idx, born]), boxes,
-                                  np.concatenate([unreported, np.ones(len(born), bool)]))
+        det_idx = self._reacquire(
+            np.concatenate([det_idx, born]), boxes, np.concatenate([unreported, np.ones(len(born), bool)])
+        )
 
         out = Tracks(
             track_id=self._ids.copy(),

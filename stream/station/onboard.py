@@ -130,7 +130,7 @@ def empty_holdout(
     frames: list[np.ndarray], segmenter: Segmenter, boxes: BoxExtractor, zones: ZoneFilter, params: GateParams
 ) -> dict[str, Any]:
     """Items counted on held-out empty frames (truth 0), plain and gated, under light changes too."""
-    if len(frames) < 2:  # noqa: PLR2004
+    if len(frames) < 2:
         return {"n_frames": 0, "note": "one empty frame: nothing to hold out"}
     fit_frames, held = frames[0::2], frames[1::2]
     station = Station(root=Path("."), reference=build_reference(fit_frames, segmenter.input_size), params=params)
@@ -269,7 +269,7 @@ def _fit(root: Path, frames: list[np.ndarray], catalog: Path | None, minutes: fl
     if catalog is not None:
         cmd += ["--catalog-photos", str(catalog)]
     log.info("fitting the segmenter to this station for %.1f min: %s", minutes, " ".join(cmd))
-    done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)  # noqa: S603 - our own module
+    done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0 or not (root / MODEL).is_file():
         raise RuntimeError(f"python -m export fit failed (exit {done.returncode}); its messages are above")
     shutil.move(str((root / MODEL).with_suffix(".json")), str(root / "fit.json"))

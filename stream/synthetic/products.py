@@ -18,13 +18,22 @@ def _canvas(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8)
 
 
-def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float, color: tuple[int, int, int],
-          *, thick: int = 2) -> None:
+def _text(
+    img: np.ndarray, s: str, org: tuple[int, int], scale: float, color: tuple[int, int, int], *, thick: int = 2
+) -> None:
     cv2.putText(img, s, org, cv2.FONT_HERSHEY_DUPLEX, scale, color, thick, cv2.LINE_AA)
 
 
-def _box(w: int, h: int, base: tuple[int, int, int], band: tuple[int, int, int], *, word: str,
-         word_color: tuple[int, int, int], logo: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _box(
+    w: int,
+    h: int,
+    base: tuple[int, int, int],
+    band: tuple[int, int, int],
+    *,
+    word: str,
+    word_color: tuple[int, int, int],
+    logo: tuple[int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     img, m = _canvas(w, h)
     img[:] = base
     cv2.rectangle(img, (0, h * 5 // 8), (w, h * 6 // 8), band, -1)
@@ -41,16 +50,16 @@ def _box(w: int, h: int, base: tuple[int, int, int], band: tuple[int, int, int],
 
 
 def _cereal() -> tuple[np.ndarray, np.ndarray]:
-    img, m = _box(112, 150, (30, 80, 220), (40, 210, 250), word="CRUNCH", word_color=(255, 255, 255),
-                  logo=(60, 140, 240))
+    img, m = _box(
+        112, 150, (30, 80, 220), (40, 210, 250), word="CRUNCH", word_color=(255, 255, 255), logo=(60, 140, 240)
+    )
     for i in range(5):  # flakes in the bowl logo
         cv2.circle(img, (44 + i * 6, 65 + (i % 2) * 4), 3, (80, 190, 250), -1)
     return img, m
 
 
 def _milk() -> tuple[np.ndarray, np.ndarray]:
-    img, m = _box(74, 140, (245, 245, 240), (200, 120, 30), word="MILK", word_color=(200, 90, 20),
-                  logo=(230, 180, 120))
+    img, m = _box(74, 140, (245, 245, 240), (200, 120, 30), word="MILK", word_color=(200, 90, 20), logo=(230, 180, 120))
     cv2.rectangle(img, (0, 0), (74, 20), (210, 210, 205), -1)  # gable top seen from above
     cv2.line(img, (0, 10), (74, 10), (170, 170, 165), 2)
     for x in range(4, 74, 14):  # cow spots
@@ -162,8 +171,7 @@ def product_sprite(product_id: str) -> Sprite:
     img, m = _DRAW[product_id][1]()
     # A soft top-left light so flat drawings read as objects.
     h, w = m.shape
-    ramp = np.linspace(1.06, 0.9, h, dtype=np.float32)[:, None] * np.linspace(1.03, 0.95, w,
-                                                                              dtype=np.float32)
+    ramp = np.linspace(1.06, 0.9, h, dtype=np.float32)[:, None] * np.linspace(1.03, 0.95, w, dtype=np.float32)
     img = (img.astype(np.float32) * ramp[..., None]).clip(0, 255).astype(np.uint8)
     return img, m.astype(np.float32) / 255.0
 
@@ -194,6 +202,6 @@ def render_packshot(product_id: str, size: int = 200, seed: int = 0) -> np.ndarr
     gain = 1.0 if seed == 0 else float(rng.uniform(0.9, 1.1))
     out = np.full((size, size, 3), 255, np.float32)
     y, x = (size - img.shape[0]) // 2, (size - img.shape[1]) // 2
-    roi = out[y:y + img.shape[0], x:x + img.shape[1]]
+    roi = out[y : y + img.shape[0], x : x + img.shape[1]]
     roi[:] = roi * (1 - alpha[..., None]) + img.astype(np.float32) * gain * alpha[..., None]
     return out.clip(0, 255).astype(np.uint8)

@@ -37,8 +37,8 @@ class SceneFrame:
 
 # --------------------------------------------------------------------------- counters
 
-def counter_texture(rng: np.random.Generator, width: int, height: int,
-                    style: str | None = None) -> np.ndarray:
+
+def counter_texture(rng: np.random.Generator, width: int, height: int, style: str | None = None) -> np.ndarray:
     """A procedural counter surface: wood, brushed steel, laminate or rubber belt (uint8 BGR)."""
     styles = ("wood", "steel", "laminate", "belt")
     style = style or styles[int(rng.integers(len(styles)))]
@@ -66,8 +66,9 @@ def counter_texture(rng: np.random.Generator, width: int, height: int,
     return (tex * vignette[..., None]).clip(0, 255).astype(np.uint8)
 
 
-def paste(image: np.ndarray, sprite: Sprite, x: int, y: int, *, shadow: float = 0.0,
-          shadow_offset: tuple[int, int] = (6, 8)) -> tuple[slice, slice, np.ndarray] | None:
+def paste(
+    image: np.ndarray, sprite: Sprite, x: int, y: int, *, shadow: float = 0.0, shadow_offset: tuple[int, int] = (6, 8)
+) -> tuple[slice, slice, np.ndarray] | None:
     """Blend ``sprite`` into ``image`` in place with its top-left at (x, y), first darkening a
     blurred, offset copy of its alpha (a soft cast shadow). Returns (rows, cols, alpha) of the
     clipped footprint, or None when nothing lands inside the image."""
@@ -84,20 +85,21 @@ def paste(image: np.ndarray, sprite: Sprite, x: int, y: int, *, shadow: float = 
     return _blend_region(image, img, alpha, x, y)
 
 
-def _blend_region(image: np.ndarray, img: np.ndarray | None, alpha: np.ndarray, x: int,
-                  y: int) -> tuple[slice, slice, np.ndarray] | None:
+def _blend_region(
+    image: np.ndarray, img: np.ndarray | None, alpha: np.ndarray, x: int, y: int
+) -> tuple[slice, slice, np.ndarray] | None:
     h, w = alpha.shape
     ih, iw = image.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, iw), min(y + h, ih)
     if x1 <= x0 or y1 <= y0:
         return None
     rows, cols = slice(y0, y1), slice(x0, x1)
-    a = alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x]
     dst = image[rows, cols].astype(np.float32)
     if img is None:  # shadow: darken only
         dst *= 1.0 - a[..., None]
     else:
-        src = img[y0 - y:y1 - y, x0 - x:x1 - x].astype(np.float32)
+        src = img[y0 - y : y1 - y, x0 - x : x1 - x].astype(np.float32)
         dst += (src - dst) * a[..., None]
     image[rows, cols] = dst.astype(np.uint8)
     return rows, cols, a
@@ -105,20 +107,21 @@ def _blend_region(image: np.ndarray, img: np.ndarray | None, alpha: np.ndarray, 
 
 # --------------------------------------------------------------------------- scenes
 
+
 @dataclass(frozen=True)
 class _Item:
     key: int
     product: str
     scale: float
-    enter: float      # seconds: starts sliding in from the left edge
-    rest: float       # arrives at its rest position
-    leave: float      # starts sliding out to the right
-    gone: float       # off frame
-    y: float          # centre row (constant: items slide along the belt)
-    x_rest: float     # centre column at rest
-    angle: float      # degrees at rest; it turns a little while sliding
+    enter: float  # seconds: starts sliding in from the left edge
+    rest: float  # arrives at its rest position
+    leave: float  # starts sliding out to the right
+    gone: float  # off frame
+    y: float  # centre row (constant: items slide along the belt)
+    x_rest: float  # centre column at rest
+    angle: float  # degrees at rest; it turns a little while sliding
     spin: float
-    radius: float     # half the sprite's diagonal, px
+    radius: float  # half the sprite's diagonal, px
 
 
 def scene_length_frames(fps: float = 30.0, duration_s: float = 60.0) -> int:
@@ -129,8 +132,16 @@ class CheckoutScene:
     """A deterministic synthetic checkout: items slide in from the left, rest a few seconds (several
     at once, some touching), then slide out to the right, under slowly changing light."""
 
-    def __init__(self, seed: int = 0, width: int = 640, height: int = 480, fps: float = 30.0,
-                 *, duration_s: float = 60.0, products: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30.0,
+        *,
+        duration_s: float = 60.0,
+        products: Sequence[str] | None = None,
+    ) -> None:
         self.seed, self.width, self.height, self.fps = seed, width, height, fps
         self.products = tuple(products) if products is not None else DEMO_PRODUCTS
         if not self.products:
@@ -153,7 +164,7 @@ class CheckoutScene:
         belt_top, belt_bot = int(h * 0.18), int(h * 0.82)
         bg[belt_top:belt_bot] = counter_texture(rng, w, belt_bot - belt_top, "belt")
         for yb in (belt_top, belt_bot - 4):  # belt rails
-            bg[yb:yb + 4] = (150, 150, 150)
+            bg[yb : yb + 4] = (150, 150, 150)
         return bg
 
     def _schedule(self, rng: np.random.Generator, duration_s: float) -> list[_Item]:
@@ -176,8 +187,22 @@ class CheckoutScene:
                     best = (cost, x, y)
             assert best is not None
             _, x, y = best
-            items.append(_Item(key, product, scale, t, t + slide, t + slide + stay, t + 2 * slide + stay,
-                               y, x, float(rng.uniform(-40, 40)), float(rng.uniform(-25, 25)), radius))
+            items.append(
+                _Item(
+                    key,
+                    product,
+                    scale,
+                    t,
+                    t + slide,
+                    t + slide + stay,
+                    t + 2 * slide + stay,
+                    y,
+                    x,
+                    float(rng.uniform(-40, 40)),
+                    float(rng.uniform(-25, 25)),
+                    radius,
+                )
+            )
             key += 1
             t += float(rng.uniform(0.8, 2.2))
         return items
@@ -240,14 +265,19 @@ class CheckoutScene:
         return SceneFrame(image, index, instance_map, self._visible(instance_map, drawn))
 
     @staticmethod
-    def _visible(instance_map: np.ndarray, drawn: list[tuple[_Item, slice, slice]]
-                 ) -> tuple[tuple[int, str, tuple[int, int, int, int]], ...]:
+    def _visible(
+        instance_map: np.ndarray, drawn: list[tuple[_Item, slice, slice]]
+    ) -> tuple[tuple[int, str, tuple[int, int, int, int]], ...]:
         out = []
         for it, rows, cols in drawn:
             ys, xs = np.nonzero(instance_map[rows, cols] == it.key)
             if len(ys):
-                box = (cols.start + int(xs.min()), rows.start + int(ys.min()),
-                       cols.start + int(xs.max()) + 1, rows.start + int(ys.max()) + 1)
+                box = (
+                    cols.start + int(xs.min()),
+                    rows.start + int(ys.min()),
+                    cols.start + int(xs.max()) + 1,
+                    rows.start + int(ys.max()) + 1,
+                )
                 out.append((it.key, it.product, box))
         return tuple(out)
 
