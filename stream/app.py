@@ -1,7 +1,8 @@
 """The composition root: builds one lane in an explicit order and tears it down in reverse.
 
-Order: config (given) -> models (segmenter, embedder) -> catalog -> stages (boxes, tracker,
-classifier, pipeline) -> sinks -> source -> outputs (they need the source's frame rate) -> runtime.
+Order: config (given) -> station profile (``station.path``: its fitted segmenter, empty-station gate
+and zones) -> models (segmenter, embedder) -> catalog -> stages (boxes, tracker, classifier,
+zones, pipeline) -> sinks -> source -> outputs (they need the source's frame rate) -> runtime.
 Everything built is registered on an ``ExitStack`` as it is made, so a failure half-way (a bad source,
 a refused port) releases what was already open, newest first.
 """
@@ -35,7 +36,9 @@ from stream.stages.classify import Classifier
 from stream.stages.embed import Embedder
 from stream.stages.protocols import CatalogLike, EmbedderLike, SegmenterLike
 from stream.stages.segment import Segmenter
+from stream.stages.station import GatedSegmenter
 from stream.stages.track import Tracker
+from stream.station import use as station_use
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +113,27 @@ def build_runtime(
     run_id: str | None = None,
 ) -> Runtime:
     """Wire one lane from the config and the pieces given (models, catalog and sinks are the caller's:
-    they may be shared). The source is opened here, after the stages, so that a slow camera connect
-    never races model loading; it reports its status into the runtime's inbox."""
+    they may be shared). A station profile (``station.path``) supplies the segmenter when it holds a
+    fitted one (unless ``segmenter`` is given), gates the segmenter's maps with its empty-station
+    reference, and gives the zones unless the config names its own. The source is opened here, after
+    the stages, so that a slow camera connect never races model loading; it reports its status into
+    the runtime's inbox."""
     stop = stop if stop is not None else threading.Event()
-    segmenter = segmenter if segmenter is not None else Segmenter(cfg.segment)
+    station = station_use.load(cfg)
+    if segmenter is None:
+        segmenter = Segmenter(station_use.segment_config(cfg, station))
+    if station is not None:
+        segmenter = GatedSegmenter(segmenter, station)
+    zones = station_use.zones(cfg, station)
     classifier = Classifier(cfg.classify, embedder, catalog)
     inbox = StatusInbox()
     source = open_source(inbox.put, stop)
     props = source.properties
     events = EventFactory(run_id or uuid.uuid4().hex, props.name, lane=cfg.http.lane)  # every event names its lane
     baskets = Baskets(cfg.basket, events) if cfg.basket.enabled else None
-    pipeline = Pipeline(segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets)
+    pipeline = Pipeline(
+        segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets, zones=zones
+    )
     frame_outputs = list(outputs(props)) if outputs is not None else []
     return Runtime(
         source,
@@ -128,7 +141,7 @@ def build_runtime(
         events,
         sinks,
         frame_outputs,
-        overlay=Overlay(cfg.overlay) if frame_outputs else None,
+        overlay=Overlay(cfg.overlay, zones) if frame_outputs else None,
         inbox=inbox,
         threaded=cfg.runtime.threaded,
         stats_interval_s=cfg.runtime.stats_interval_s,
@@ -154,7 +167,6 @@ def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threadi
     with contextlib.ExitStack() as stack:
         # Up before the models load: /healthz answers and /readyz says why it is not ready yet.
         http = stack.enter_context(LaneHttp(cfg.http, cfg.events.token)) if cfg.http.bind else None
-        segmenter = Segmenter(cfg.segment)
         embedder, catalog = load_recognition(cfg, options.catalog, options.photos)
         sinks = SinkSet([*make_sinks(cfg.events.sinks, cfg.events), *([http.view] if http else [])])
         stack.callback(sinks.close)
@@ -173,10 +185,10 @@ def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threadi
             outputs=outputs,
             frames_log=frames_log,
             stop=stop,
-            segmenter=segmenter,
         )
         if http is not None:
-            http.attach(rt, sinks, lane_identity(segmenter, embedder, catalog), draw=rt.overlay or Overlay(cfg.overlay))
+            draw = rt.overlay or Overlay(cfg.overlay, rt.pipeline.zones.zones)
+            http.attach(rt, sinks, lane_identity(rt.pipeline.segmenter, embedder, catalog), draw=draw)
             rt.observer = http
         stack.callback(rt.source.close)
         summary = rt.run()

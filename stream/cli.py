@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Config, ConfigError, load_config
+from stream.station.commands import add_eval_count_parser, add_station_parsers
 
 log = logging.getLogger("checkout-stream")
 
@@ -35,8 +36,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from stream.sources.file import SourceError
     from stream.stages.catalog import CatalogError
     from stream.stages.onnx_model import ModelError
+    from stream.stages.station import StationError
 
-    return (ConfigError, CliError, ModelError, CatalogError, SinkError, SourceError, OSError)
+    return (ConfigError, CliError, ModelError, CatalogError, SinkError, SourceError, StationError, OSError)
 
 
 # ------------------------------------------------------------------------------------- building
@@ -57,6 +59,8 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
         overrides["events.sinks"] = list(args.events)
     if getattr(args, "http", None):
         overrides["http.bind"] = args.http
+    if getattr(args, "station", None):
+        overrides["station.path"] = str(args.station)
     if getattr(args, "provider", None):
         overrides["segment.model.provider"] = args.provider
         overrides["classify.model.provider"] = args.provider
@@ -180,6 +184,24 @@ def cmd_eval_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_station_create(args: argparse.Namespace) -> int:
+    from stream.station import commands
+
+    return commands.cmd_station_create(args, _config(args, {"station.path": ""}))
+
+
+def cmd_station_info(args: argparse.Namespace) -> int:
+    from stream.station import commands
+
+    return commands.cmd_station_info(args)
+
+
+def cmd_eval_count(args: argparse.Namespace) -> int:
+    from stream.station import commands
+
+    return commands.cmd_eval_count(args, _config(args))
+
+
 def cmd_eval_segment(args: argparse.Namespace) -> int:
     from stream.eval.segment import eval_segment, format_table
 
@@ -237,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="video file, rtsp://..., http(s)://..., camera index (0) or /dev/videoN")
     p.add_argument("--catalog", metavar="DIR", type=Path, help="catalog built with `catalog build`")
     p.add_argument("--realtime", action="store_true", help="pace files at their own frame rate, like a camera")
+    p.add_argument("--station", metavar="DIR", type=Path, help="station profile made by `station create`")
     _common(p)
     _live(p)
     p.set_defaults(func=cmd_run)
@@ -283,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(p)
     p.set_defaults(func=cmd_eval_segment)
+    add_eval_count_parser(ev, _common, cmd_eval_count)
+    add_station_parsers(sub, _common, cmd_station_create, cmd_station_info)
     return parser
 
 

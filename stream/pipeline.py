@@ -5,7 +5,9 @@ runtime can run them on two threads; ``process`` runs both in order (the one-thr
 item lifecycle lives here: ``item.entered`` when a track is first confirmed, ``item.classified``
 when its label first settles or changes, ``item.left`` when a confirmed track is removed, carrying
 the last label the item had (the classifier forgets a removed track in the same update, so the
-pipeline keeps each item's label itself). With ``baskets`` (``stream.baskets``), each frame's item
+pipeline keeps each item's label itself). With ``zones`` (``stream.stages.zones``), detections outside
+every zone are dropped before tracking and each item event names the zone its item was last seen
+in. With ``baskets`` (``stream.baskets``), each frame's item
 events are followed by the basket events they cause, and ``finish`` closes the open basket.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from stream.baskets import Baskets
 from stream.stages.protocols import BoxesLike, ClassifierLike, SegmenterLike, TrackerLike
+from stream.stages.zones import WHOLE_FRAME, Zone, ZoneFilter
 from stream.types import (
     CONFIRMED,
     REMOVED,
@@ -34,7 +37,14 @@ from stream.types import (
 
 class EventsLike(Protocol):
     def item(
-        self, type: str, frame: Frame, track_id: int, bbox: Sequence[float], label: Label | None
+        self,
+        type: str,
+        frame: Frame,
+        track_id: int,
+        bbox: Sequence[float],
+        label: Label | None,
+        *,
+        zone: str = WHOLE_FRAME,
     ) -> dict[str, Any]: ...
 
 
@@ -46,6 +56,7 @@ class Detected:
     detections: Detections
     segment_ms: float
     boxes_ms: float
+    zones: tuple[str, ...] = ()  # the zone name of each detection row
 
 
 def _ms(t0: float) -> float:
@@ -66,6 +77,7 @@ class Pipeline:
         events: EventsLike,
         *,
         baskets: Baskets | None = None,
+        zones: Sequence[Zone] = (),
     ) -> None:
         self.segmenter = segmenter
         self.boxes = boxes
@@ -73,8 +85,10 @@ class Pipeline:
         self.classifier = classifier
         self.events = events
         self.baskets = baskets
+        self.zones = ZoneFilter(zones)
         self._entered: dict[int, list[float]] = {}  # confirmed track -> its last confirmed box
         self._labels: dict[int, Label | None] = {}  # confirmed track -> its last label
+        self._zone: dict[int, str] = {}  # track -> the zone of its last matched detection
         self._size: tuple[int, int] | None = None
         self._last: Frame | None = None
 
@@ -82,8 +96,8 @@ class Pipeline:
         t0 = time.perf_counter()
         segmap = self.segmenter.segment(frame.image)
         t1 = time.perf_counter()
-        detections = self.boxes.extract(segmap)
-        return Detected(frame, detections, (t1 - t0) * 1000.0, _ms(t1))
+        detections, zones = self.zones.apply(self.boxes.extract(segmap))
+        return Detected(frame, detections, (t1 - t0) * 1000.0, _ms(t1), zones)
 
     def update(self, detected: Detected) -> FrameResult:
         frame, dets = detected.frame, detected.detections
@@ -106,13 +120,18 @@ class Pipeline:
             if state == REMOVED:
                 events += self._left(tid, frame)
                 continue
+            row = int(tracks.detection_index[i])
+            if 0 <= row < len(detected.zones):
+                self._zone[tid] = detected.zones[row]
+            zone = self._zone.get(tid, WHOLE_FRAME)
             if state == CONFIRMED and tid not in self._entered:
-                events.append(self.events.item("item.entered", frame, tid, box, self.classifier.label(tid)))
+                label = self.classifier.label(tid)
+                events.append(self.events.item("item.entered", frame, tid, box, label, zone=zone))
             if state == CONFIRMED:
                 self._entered[tid] = box
                 self._labels[tid] = self.classifier.label(tid)
             if tid in changed:
-                events.append(self.events.item("item.classified", frame, tid, box, changed[tid]))
+                events.append(self.events.item("item.classified", frame, tid, box, changed[tid], zone=zone))
             if state == CONFIRMED:
                 views.append(
                     TrackView(
@@ -133,7 +152,7 @@ class Pipeline:
         """Run segment, boxes and track once on a blank frame so that JIT compilation and the first
         ONNX Runtime call happen before capture starts, not on the first frames of the run."""
         blank = np.full((size[1], size[0], 3), 127, np.uint8)
-        self.tracker.update(self.boxes.extract(self.segmenter.segment(blank)))
+        self.tracker.update(self.zones.apply(self.boxes.extract(self.segmenter.segment(blank)))[0])
         self.tracker.reset()
 
     def process(self, frame: Frame) -> FrameResult:
@@ -142,9 +161,10 @@ class Pipeline:
     def _left(self, track_id: int, frame: Frame) -> list[dict]:
         box = self._entered.pop(track_id, None)
         label = self._labels.pop(track_id, None)
+        zone = self._zone.pop(track_id, WHOLE_FRAME)
         if box is None:
             return []  # never confirmed: it never entered, so it does not leave
-        return [self.events.item("item.left", frame, track_id, box, label)]
+        return [self.events.item("item.left", frame, track_id, box, label, zone=zone)]
 
     def _leave_all(self) -> list[dict]:
         events: list[dict] = []
@@ -167,6 +187,7 @@ class Pipeline:
     def reset(self) -> None:
         self._entered.clear()
         self._labels.clear()
+        self._zone.clear()
         if self.baskets is not None:
             self.baskets.reset()
         self._size = None

@@ -113,7 +113,7 @@ def test_long_outage_costs_little_cpu(server):
     statuses: list[str] = []
     stop = threading.Event()
     with FaultProxy(("127.0.0.1", server.port)) as proxy:
-        src = open_source(server.url(proxy.port), cfg, lambda kind, _d: statuses.append(kind), stop)
+        src = open_source(server.url(proxy.port), cfg, lambda status: statuses.append(status.type), stop)
         frames = []
         reader = threading.Thread(target=lambda: [frames.append(f) for f in iter(src.read, None)])
         reader.start()

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stream.cli import main
 from stream.config import load_config
 from stream.eval.count import parse_select
 from stream.stages.station import (
@@ -212,3 +213,31 @@ def test_belt_onboarded_from_its_empty_frames(tmp_path: Path) -> None:
     )
     assert info["validation"]["empty_holdout"]["items_per_frame_station"] == 0.0
     assert info["validation"]["check"]["right_station"] >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.skipif(not BELT.is_dir(), reason="../shared/data/real/belt is absent")
+def test_belt_cli_onboard_then_run_with_the_station(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's worked example through the real CLI: `station create` on the clip's empty frames,
+    `station info`, then `run --station` with a counting zone on the right half: the one bolt enters
+    once, every item event names the zone, and a missing profile is a one-line error."""
+    spec = json.loads((BELT / "bolt.json").read_text())
+    clip = BELT / spec["clip"]
+    a, b = spec["empty_frames"]
+    station = tmp_path / "belt"
+    right_half = "240,0 480,0 480,270 240,270"
+    rc = main(["station", "create", str(station), "--empty", str(clip), "--frames", f"{a}-{b}", "--zone", right_half])
+    assert rc == 0
+    assert main(["station", "info", str(station)]) == 0
+    assert "zone1" in capsys.readouterr().out
+    events = tmp_path / "events.jsonl"
+    rc = main(["run", str(clip), "--station", str(station), "--no-display", "--events", f"jsonl:{events}"])
+    assert rc == 0
+    items = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"].startswith("item.")]
+    assert [e["type"] for e in items if e["type"] == "item.entered"] == ["item.entered"] * spec["items"]
+    assert {e["zone"] for e in items} == {"zone1"}
+    assert all(e["bbox"][0] + e["bbox"][2] >= 2 * 240 for e in items)  # centre inside the right half
+    assert main(["run", str(clip), "--station", str(tmp_path / "nope"), "--no-display"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("checkout-stream: error:") and "station create" in err[-1]

@@ -131,25 +131,3 @@ class ZoneFilter:
         idx = assign(self._zones, det.centroid)
         kept = det if bool((idx >= 0).all()) else det.select(idx >= 0)
         return kept, tuple(self._names[i] for i in idx[idx >= 0])
-
-
-class ZonedBoxes:
-    """A boxes stage followed by a ZoneFilter (``BoxesLike``): items outside every zone are dropped;
-    ``last_zones`` holds the zone name of each row of the last result (row order = Detections)."""
-
-    def __init__(self, boxes: Any, zones: Sequence[Zone] = ()) -> None:
-        self._boxes = boxes
-        self._filter = ZoneFilter(zones)
-        self.last_zones: tuple[str, ...] = ()
-
-    @property
-    def zones(self) -> tuple[Zone, ...]:
-        return self._filter.zones
-
-    def reset(self) -> None:
-        self._boxes.reset()
-        self.last_zones = ()
-
-    def extract(self, segmap: Any) -> Detections:
-        det, self.last_zones = self._filter.apply(self._boxes.extract(segmap))
-        return det

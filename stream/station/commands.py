@@ -1,7 +1,8 @@
 """The ``station`` and ``eval count`` subcommands: their arguments and what they print.
 
 ``stream/cli.py`` adds these parsers and calls the ``cmd_*`` functions with the loaded config; a
-``ValueError`` from here is a user error (one line, exit 2 there).
+``ValueError`` from here is a user error (one line, exit 2 there). Building the parsers imports
+nothing heavy (``--help`` stays fast); the commands import their stages when they run.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stream.config import Config
-from stream.eval.count import ON_MASK_FRAC, eval_count, format_table, parse_select, product_stages
-from stream.stages.zones import Zone, parse_polygon
-from stream.station import use
-from stream.station.onboard import create_station, station_info
 
 Common = Callable[[argparse.ArgumentParser], None]
+Command = Callable[[argparse.Namespace], int]
 
 
-def add_station_parsers(sub: argparse._SubParsersAction, common: Common) -> None:
+def add_station_parsers(sub: argparse._SubParsersAction, common: Common, create: Command, info: Command) -> None:
+    """``station create`` and ``station info``, calling ``create`` and ``info``."""
     st = sub.add_parser("station", help="onboard a station (empty-station profile, zones) or show one")
     actions = st.add_subparsers(dest="station_command", required=True, metavar="ACTION")
     p = actions.add_parser("create", help="write a station profile from frames of the empty station")
@@ -61,11 +60,17 @@ def add_station_parsers(sub: argparse._SubParsersAction, common: Common) -> None
     p.add_argument("--check-counts", metavar="SPEC", help="known counts per frame index, e.g. '3-21:1,25-36:0'")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     common(p)
+    p.set_defaults(func=create)
     p = actions.add_parser("info", help="print a station profile's card")
     p.add_argument("dir", type=Path, help="station folder")
+    p.set_defaults(func=info)
 
 
 def cmd_station_create(args: argparse.Namespace, cfg: Config) -> int:
+    from stream.eval.count import parse_select
+    from stream.stages.zones import Zone, parse_polygon
+    from stream.station.onboard import create_station, station_info
+
     zones = tuple(Zone(f"zone{i + 1}", parse_polygon(z)) for i, z in enumerate(args.zone))
     info = create_station(
         args.dir,
@@ -89,11 +94,14 @@ def cmd_station_create(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_station_info(args: argparse.Namespace) -> int:
+    from stream.station.onboard import station_info
+
     print(station_info(args.dir))
     return 0
 
 
-def add_eval_count_parser(ev: argparse._SubParsersAction, common: Common) -> None:
+def add_eval_count_parser(ev: argparse._SubParsersAction, common: Common, count: Command) -> None:
+    """``eval count``, calling ``count``."""
     p = ev.add_parser("count", help="items counted per image vs a known count; mask pixels (hands) called item")
     p.add_argument(
         "--images",
@@ -114,15 +122,18 @@ def add_eval_count_parser(ev: argparse._SubParsersAction, common: Common) -> Non
     p.add_argument(
         "--on-mask-frac",
         type=float,
-        default=ON_MASK_FRAC,
-        help="an item lies on the mask when at least this share of its pixels does",
+        help="an item lies on the mask when at least this share of its pixels does (default 0.5)",
     )
     p.add_argument("--station", type=Path, metavar="DIR", help="count through this station profile")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common(p)
+    p.set_defaults(func=count)
 
 
 def cmd_eval_count(args: argparse.Namespace, cfg: Config) -> int:
+    from stream.eval.count import ON_MASK_FRAC, eval_count, format_table, parse_select, product_stages
+    from stream.station import use
+
     station = use.load(cfg)
     segment, extract, identity = product_stages(
         use.segment_config(cfg, station), cfg.boxes, station, use.zones(cfg, station)
@@ -134,7 +145,7 @@ def cmd_eval_count(args: argparse.Namespace, cfg: Config) -> int:
         count=args.count,
         masks=args.masks,
         select=parse_select(args.select),
-        on_mask_frac=args.on_mask_frac,
+        on_mask_frac=ON_MASK_FRAC if args.on_mask_frac is None else args.on_mask_frac,
         progress=not args.json,
     )
     result["model"] = identity
