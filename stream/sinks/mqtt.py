@@ -32,7 +32,7 @@ from stream.baskets import Line, apply, receipt_of
 from stream.config import EventsConfig
 from stream.events import encode
 from stream.sinks.base import SinkError
-from stream.sinks.spool import Spool, spool_path
+from stream.sinks.spool import Spool, SpooledSender, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def parse_mqtt(spec: str) -> tuple[str, int, str, bool]:
     return parts.hostname, port or (8883 if tls else 1883), prefix, tls  # type: ignore[return-value]
 
 
-class MqttSink:
+class MqttSink(SpooledSender):
     """Publishes every event to an MQTT broker; never blocks the caller (see the module docstring)."""
 
     def __init__(
@@ -74,20 +74,16 @@ class MqttSink:
         self.host, self.port, self.prefix = host, port, prefix.strip("/")
         self.batch = batch
         self.ack_timeout_s = ack_timeout_s
-        self.close_timeout_s = cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s
-        self._spool = Spool(cfg.spool, "mqtt", spool_path(cfg, "mqtt", f"{host}:{port}/{self.prefix}"))
+        spool = Spool(cfg.spool, "mqtt", spool_path(cfg, "mqtt", f"{host}:{port}/{self.prefix}"))
+        super().__init__(spool, cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s)
         self._connected = threading.Event()
-        self._stop = threading.Event()
-        self._closing = False
         self._acks: set[int] = set()
         self._ack_cond = threading.Condition()
         self._baskets: dict[str, tuple[str | None, dict[int, Line]]] = {}  # lane -> current basket
-        self.published = 0
         self.delivered = 0
         self.resent = 0
         self.connects = 0
         self.gaps = 0
-        self.undelivered = 0
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"checkout-stream-{uuid.uuid4().hex[:12]}",
@@ -110,37 +106,21 @@ class MqttSink:
         self._client = client
         client.connect_async(host, port, keepalive=cfg.mqtt.keepalive_s)
         client.loop_start()  # paho's network thread: connects, reconnects with backoff, reads acks
-        self._thread = threading.Thread(target=self._run, name="sink-mqtt", daemon=True)
-        self._thread.start()
+        self._start("sink-mqtt")
 
-    # -- the loop's side ---------------------------------------------------------------------------
-    def publish(self, event: dict[str, Any]) -> None:
-        self._spool.put(event)
-        self.published += 1
+    def __str__(self) -> str:
+        return f"MQTT sink {self.host}:{self.port}"
+
+    def _away(self) -> str:
+        return "broker away"
 
     def close(self) -> None:
-        """Wait up to ``close_timeout_s`` for the spool to drain, then disconnect; what is left is
-        counted as ``undelivered`` and logged."""
-        if self._closing:
-            return
-        self._closing = True
-        deadline = time.monotonic() + self.close_timeout_s
-        while len(self._spool) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._stop.set()
-        self._spool.wake()
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-        self._spool.persist()
-        self.undelivered = len(self._spool)
-        if self.undelivered:
-            log.warning(
-                "MQTT sink %s:%d: %d events not delivered at close (broker away)",
-                self.host,
-                self.port,
-                self.undelivered,
-            )
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Drain as every spooled sink does (``SpooledSender.close``), then disconnect."""
+        closing = self._closing
+        super().close()
+        if not closing:
+            self._client.disconnect()
+            self._client.loop_stop()
 
     def stats(self) -> dict[str, Any]:
         return {

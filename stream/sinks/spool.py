@@ -15,7 +15,8 @@ acknowledged. The file is emptied whenever everything is delivered and rewritten
 twice the spool, so it stays bounded. Writes are flushed, not fsynced: they survive the process, not
 the machine losing power.
 
-``Backoff`` is the capped exponential retry delay both senders use.
+``Backoff`` is the capped exponential retry delay both senders use; ``SpooledSender`` is what the
+two sinks share: ``publish`` into the spool, one sender thread, and a ``close`` that drains.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -245,3 +247,50 @@ class Backoff:
     def sleep(self, stop: threading.Event) -> None:
         """Wait the next delay, returning early when ``stop`` is set."""
         stop.wait(self.next())
+
+
+class SpooledSender:
+    """The loop's side of a delivery sink: ``publish`` only puts into the spool (never blocks); one
+    daemon thread runs ``_run`` (the subclass's sender: ``peek``, deliver, ``ack``); ``close`` waits up
+    to ``close_timeout_s`` for the spool to drain, stops the sender, persists the spool and counts
+    what is left as ``undelivered`` (logged with ``_away()``, the subclass's reason). Subclasses call
+    ``__init__`` first, build their own state, then ``_start``."""
+
+    def __init__(self, spool: Spool, close_timeout_s: float) -> None:
+        self._spool = spool
+        self.close_timeout_s = close_timeout_s
+        self._stop = threading.Event()
+        self._closing = False
+        self.published = 0
+        self.undelivered = 0
+
+    def _start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _away(self) -> str:
+        """Why events may be left at close, for the warning (e.g. "broker away")."""
+        raise NotImplementedError
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self._spool.put(event)
+        self.published += 1
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        deadline = time.monotonic() + self.close_timeout_s
+        while len(self._spool) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._spool.wake()
+        # Not waiting out a delivery in flight: its batch is still in the spool, so counted below.
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        self._spool.persist()
+        self.undelivered = len(self._spool)
+        if self.undelivered:
+            log.warning("%s: %d events not delivered at close (%s)", self, self.undelivered, self._away())

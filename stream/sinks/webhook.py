@@ -19,8 +19,6 @@ is kept on disk too and what a run could not deliver is sent by the next.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,7 +28,7 @@ from urllib.parse import urlsplit
 from stream.config import EventsConfig
 from stream.events import encode
 from stream.sinks.base import SinkError
-from stream.sinks.spool import Backoff, Spool, spool_path
+from stream.sinks.spool import Backoff, Spool, SpooledSender, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -51,59 +49,33 @@ def parse_webhook(spec: str) -> str:
     return spec
 
 
-class WebhookSink:
+class WebhookSink(SpooledSender):
     """POSTs every event to ``url`` in batches; never blocks the caller (see the module docstring)."""
 
     def __init__(self, url: str, cfg: EventsConfig, *, close_timeout_s: float | None = None) -> None:
         self.url = parse_webhook(url)
         self.batch = cfg.webhook.batch
         self.timeout_s = cfg.webhook.timeout_s
-        self.close_timeout_s = cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s
+        spool = Spool(cfg.spool, "webhook", spool_path(cfg, "webhook", self.url))
+        super().__init__(spool, cfg.drain_timeout_s if close_timeout_s is None else close_timeout_s)
         self._headers = {"Content-Type": "application/json", "User-Agent": "checkout-stream"}
         if cfg.webhook.token:
             self._headers["Authorization"] = f"Bearer {cfg.webhook.token}"
-        self._spool = Spool(cfg.spool, "webhook", spool_path(cfg, "webhook", self.url))
         self._backoff = Backoff(cfg.retry_initial_s, cfg.retry_max_s)
         self._retry_max_s = cfg.retry_max_s
-        self._stop = threading.Event()
-        self._closing = False
-        self.published = 0
         self.delivered = 0
         self.posts = 0
         self.failures = 0
         self.rejected = 0
         self.gaps = 0
-        self.undelivered = 0
         self.last_error = ""
-        self._thread = threading.Thread(target=self._run, name="sink-webhook", daemon=True)
-        self._thread.start()
+        self._start("sink-webhook")
 
-    def publish(self, event: dict[str, Any]) -> None:
-        self._spool.put(event)
-        self.published += 1
+    def __str__(self) -> str:
+        return f"webhook {self.url}"
 
-    def close(self) -> None:
-        """Wait up to ``close_timeout_s`` for the spool to drain; what is left is counted as
-        ``undelivered`` and logged."""
-        if self._closing:
-            return
-        self._closing = True
-        deadline = time.monotonic() + self.close_timeout_s
-        while len(self._spool) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._stop.set()
-        self._spool.wake()
-        # Not waiting out a POST in flight: its batch is still in the spool, so counted below.
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-        self._spool.persist()
-        self.undelivered = len(self._spool)
-        if self.undelivered:
-            log.warning(
-                "webhook %s: %d events not delivered at close (%s)",
-                self.url,
-                self.undelivered,
-                self.last_error or "server away",
-            )
+    def _away(self) -> str:
+        return self.last_error or "server away"
 
     def stats(self) -> dict[str, Any]:
         return {
