@@ -5,11 +5,8 @@
     CATALOG/manifest.json  embedder identity (name, version, sha256), dim, index type, count, created
 
 A product's score for a query is its best photo's cosine similarity; ``search`` returns the top-k
-distinct products. (Measured with the shipped embedder on grocery val, none of these beat it: a
-product's mean vector, the mean of its best 2-3 photos, a similarity-weighted vote of the 3-10
-nearest photos, averaging each image with its mirror image, or adding its mirrored, rotated and
-centre-zoomed copies as extra vectors, 87.2-88.5 % against 88.5 %.) Loading a catalog built by another
-embedder is refused: its vectors live in another space and every match would be silently wrong.
+distinct products (the alternatives measured against this rule: README, Measured).
+Loading a catalog built by another embedder is refused: its vectors live in another space and every match would be silently wrong.
 """
 
 from __future__ import annotations
