@@ -181,6 +181,16 @@ def cmd_eval_catalog(args: argparse.Namespace) -> int:
     cfg = _config(args)
     result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog, progress=not args.json)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    if args.plot is not None:
+        from stream.eval.catalog import plot_open_set
+
+        try:
+            plot_open_set(result, args.plot)
+        except ImportError:
+            raise CliError("--plot needs matplotlib: pip install 'checkout-stream[dev]'") from None
+        except ValueError as exc:
+            raise CliError(f"--plot: {exc}") from None
+        print(f"open-set sweep plotted to {args.plot}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -297,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("catalog", help="top-1/top-5 of the embedder + catalog")
     p.add_argument("--gallery", required=True, help="DIR/<product>/*.jpg or DIR/<product>.jpg (the catalog)")
     p.add_argument("--queries", required=True, help="DIR/<product>/*.jpg (photos to recognise)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="draw the open-set threshold/margin sweep there (queries must hold products absent from the gallery)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(p)
     p.set_defaults(func=cmd_eval_catalog)

@@ -54,3 +54,23 @@ def test_shipped_embedder_on_real_grocery_photos() -> None:
     result = eval_catalog(GROCERY / "iconic", GROCERY / "val")
     assert result["n_queries"] == 296
     assert result["top1"] >= FLOOR, result["top1"]
+
+
+@pytest.mark.slow
+def test_plot_of_the_open_set_sweep(tmp_path: Path) -> None:
+    """--plot draws the sweep when some query products are absent from the gallery, and is a one-line
+    error (exit 2) on a closed set."""
+    gallery, queries = tmp_path / "gallery", tmp_path / "queries"
+    for i, pid in enumerate(DEMO_PRODUCTS):
+        if i >= 2:  # the first two products are absent from the gallery
+            (gallery / pid).mkdir(parents=True)
+            cv2.imwrite(str(gallery / pid / "0.jpg"), render_packshot(pid, seed=0))
+        (queries / pid).mkdir(parents=True)
+        cv2.imwrite(str(queries / pid / "5.jpg"), render_packshot(pid, seed=5))
+    png = tmp_path / "sweep.png"
+    proc = cli("eval", "catalog", "--gallery", str(gallery), "--queries", str(queries), "--plot", str(png), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert png.stat().st_size > 1000 and cv2.imread(str(png)) is not None
+    proc = cli("eval", "catalog", "--gallery", str(gallery), "--queries", str(gallery), "--plot", str(png), timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("checkout-stream: error: --plot: no open-set sweep")
