@@ -5,8 +5,9 @@
     CATALOG/manifest.json  embedder identity (name, version, sha256), dim, index type, count, created
 
 A product's score for a query is its best photo's cosine similarity; ``search`` returns the top-k
-distinct products (the alternatives measured against this rule: README, Measured).
-Loading a catalog built by another embedder is refused: its vectors live in another space and every match would be silently wrong.
+distinct products (the alternatives measured against this rule: README, Measured). Loading a
+catalog built by another embedder is refused: its vectors live in another space and every match
+would be silently wrong.
 """
 
 from __future__ import annotations
@@ -340,6 +341,3 @@ class Catalog:
                     if len(best) == k:
                         break
         return Match(products=tuple(self.products[p] for p in best), scores=tuple(float(s) for s in best.values()))
-
-    def reset(self) -> None:
-        """Stateless between frames; present for the stage interface."""

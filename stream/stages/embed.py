@@ -112,6 +112,3 @@ class Embedder:
                 f"model {self._model.path.name} returned shape {out.shape}, expected ({len(batch)}, {self._dim})"
             )
         return np.ascontiguousarray(out, dtype=np.float32)
-
-    def reset(self) -> None:
-        """Stateless; present for the stage interface."""

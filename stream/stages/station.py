@@ -245,9 +245,6 @@ class GatedSegmenter:
     def __getattr__(self, name: str) -> Any:  # input_size, class_names, identity... of the inner one
         return getattr(self._inner, name)
 
-    def reset(self) -> None:
-        self._inner.reset()
-
     def segment(self, image: np.ndarray) -> SegMap:
         return self._station.apply(image, self._inner.segment(image))
 

@@ -122,9 +122,6 @@ class ZoneFilter:
     def zones(self) -> tuple[Zone, ...]:
         return self._zones
 
-    def reset(self) -> None:
-        """Stateless: nothing to clear."""
-
     def apply(self, det: Detections) -> tuple[Detections, tuple[str, ...]]:
         if not self._zones:
             return det, (WHOLE_FRAME,) * len(det)
