@@ -10,13 +10,14 @@ a refused port) releases what was already open, newest first.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def build_runtime(
     inbox = StatusInbox()
     source = open_source(inbox.put, stop)
     props = source.properties
-    events = EventFactory(run_id or uuid.uuid4().hex, props.name, lane=cfg.http.lane)  # every event names its lane
+    events = EventFactory(run_id or uuid.uuid4().hex, props.name, lane=cfg.lane.name)  # every event names its lane
     baskets = Baskets(cfg.basket, events) if cfg.basket.enabled else None
     pipeline = Pipeline(
         segmenter, BoxExtractor(cfg.boxes), Tracker(cfg.track), classifier, events, baskets=baskets, zones=zones
@@ -151,6 +152,26 @@ def build_runtime(
     )
 
 
+class LaneLog:
+    """A frames log shared by lanes (or one lane's): each JSON line the runtime writes gets the lane's
+    name as its first key, and a lock keeps lines from several lanes' threads whole."""
+
+    def __init__(self, out: IO[str], lane: str, lock: threading.Lock | None = None) -> None:
+        self._out = out
+        self._prefix = '{"lane": ' + json.dumps(lane) + ", "
+        self._lock = lock or threading.Lock()
+
+    def write(self, text: str) -> int:
+        # The runtime writes one record per call: "{...}\n".
+        line = self._prefix + text[1:] if text.startswith("{") and not text.startswith("{}") else text
+        with self._lock:
+            return self._out.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._out.flush()
+
+
 def _with_live(outputs: MakeOutputs, http: LaneHttp) -> MakeOutputs:
     """The live view takes the frames drawn for a window or recording; without those it draws the
     newest one itself, only when someone watches (the runtime then draws nothing)."""
@@ -166,13 +187,14 @@ def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threadi
     """Build a lane, run it until its source ends or ``stop`` is set, release everything; the summary."""
     with contextlib.ExitStack() as stack:
         # Up before the models load: /healthz answers and /readyz says why it is not ready yet.
-        http = stack.enter_context(LaneHttp(cfg.http, cfg.events.token)) if cfg.http.bind else None
+        http = stack.enter_context(LaneHttp(cfg.http, cfg.events.token, cfg.lane.name)) if cfg.http.bind else None
         embedder, catalog = load_recognition(cfg, options.catalog, options.photos)
         sinks = SinkSet([*make_sinks(cfg.events.sinks, cfg.events), *([http.view] if http else [])])
         stack.callback(sinks.close)
         frames_log = None
         if options.frames_log is not None:
-            frames_log = stack.enter_context(open(options.frames_log, "w", buffering=1 << 16))
+            log_file = stack.enter_context(open(options.frames_log, "w", buffering=1 << 16))
+            frames_log = cast(IO[str], LaneLog(log_file, cfg.lane.name))
         outputs = window_and_recorder(cfg, options.record, options.display)
         if http is not None:
             outputs = _with_live(outputs, http)

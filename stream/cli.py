@@ -52,7 +52,14 @@ ENV_SECRETS = (
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    return load_config(getattr(args, "config", None), _overrides(args, extra))
+
+
+def _overrides(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config keys the command line sets (flags, and secrets from the environment)."""
     overrides: dict[str, Any] = dict(extra or {})
+    if getattr(args, "lane", None):
+        overrides["lane.name"] = args.lane
     if getattr(args, "realtime", False):
         overrides["source.realtime"] = True
     if getattr(args, "events", None):
@@ -70,7 +77,7 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Co
     for env, key in ENV_SECRETS:
         if os.environ.get(env):
             overrides[key] = os.environ[env]
-    return load_config(getattr(args, "config", None), overrides)
+    return overrides
 
 
 def _run(
@@ -83,14 +90,7 @@ def _run(
     from stream.app import RunOptions, run
     from stream.stats import write_summary
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    stop = _stop_on_signals()
     record = args.record or (None if not args.no_display and _display() else default_record)
     options = RunOptions(
         catalog=getattr(args, "catalog", None),
@@ -102,6 +102,46 @@ def _run(
     summary = run(cfg, open_source, options, stop)
     write_summary(summary, sys.stderr)
     return EXIT_OK
+
+
+def _stop_on_signals() -> threading.Event:
+    """A flag SIGINT and SIGTERM set (the run stops within runtime.shutdown_timeout_s)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return stop
+
+
+def _run_lanes(args: argparse.Namespace) -> int:
+    from stream.config import load_lanes
+    from stream.lanes import run_lanes
+    from stream.stats import write_summary
+
+    if args.source is not None:
+        raise CliError("give either a SOURCE or --lanes FILE (each lane names its source), not both")
+    if args.record or args.lane:
+        raise CliError("--record and --lane name one lane: with --lanes, set them per lane in the lanes file")
+    lanes = load_lanes(args.lanes, getattr(args, "config", None), _overrides(args))
+    for lane in lanes:
+        folder = lane.catalog or args.catalog
+        if folder is not None and not Path(folder).is_dir():
+            raise CliError(
+                f"lane {lane.name}: catalog {folder} is not a folder (build one: checkout-stream catalog build)"
+            )
+    stop = _stop_on_signals()
+    summaries = run_lanes(lanes, stop, catalog=args.catalog, frames_log=args.frames_log)
+    for name, summary in summaries.items():
+        print(f"lane {name}:", file=sys.stderr)
+        if "error" in summary:
+            print(f"  did not run: {summary['error']}", file=sys.stderr)
+        else:
+            write_summary(summary, sys.stderr)
+    return EXIT_OK if any("error" not in s for s in summaries.values()) else EXIT_USAGE
 
 
 def _display() -> bool:
@@ -116,6 +156,10 @@ def _display() -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.sources.file import open_source
 
+    if args.lanes is not None:
+        return _run_lanes(args)
+    if args.source is None:
+        raise CliError("give a SOURCE (a file, URL or camera) or --lanes FILE")
     cfg = _config(args)
     if args.catalog is not None and not Path(args.catalog).is_dir():
         raise CliError(f"catalog {args.catalog} is not a folder (build one: checkout-stream catalog build)")
@@ -266,7 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="process a video file, RTSP/HTTP URL or USB camera")
-    p.add_argument("source", help="video file, rtsp://..., http(s)://..., camera index (0) or /dev/videoN")
+    p.add_argument("source", nargs="?", help="video file, rtsp://..., http(s)://..., camera index (0) or /dev/videoN")
+    p.add_argument(
+        "--lanes",
+        metavar="FILE",
+        type=Path,
+        help="run many lanes in this process: YAML 'lanes: [{name, source, station?, catalog?, zone?, "
+        "<config section>: {...}}]' (shared models, one HTTP server, events and frames log name the lane)",
+    )
+    p.add_argument("--lane", metavar="NAME", help="this lane's name on its events and metrics (lane.name)")
     p.add_argument("--catalog", metavar="DIR", type=Path, help="catalog built with `catalog build`")
     p.add_argument("--realtime", action="store_true", help="pace files at their own frame rate, like a camera")
     p.add_argument("--station", metavar="DIR", type=Path, help="station profile made by `station create`")

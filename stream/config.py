@@ -9,6 +9,7 @@ its own section. ``config_schema()`` is the JSON Schema of the whole file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -58,6 +59,7 @@ class ModelConfig(Section):
 
 class SegmentConfig(Section):
     model: ModelConfig
+    batch_window_ms: float = Field(ge=0.0, le=100.0)
 
 
 class BoxesConfig(Section):
@@ -152,7 +154,6 @@ class HttpConfig(Section):
     """The operations HTTP server (stream.outputs.http): health, metrics and the live view."""
 
     bind: str
-    lane: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     live_fps: float = Field(ge=0.5, le=30)
     jpeg_quality: int = Field(ge=10, le=100)
     live_max_width: int = Field(ge=64, le=8192)
@@ -179,6 +180,15 @@ class StationConfig(Section):
     zones: tuple[ZoneConfig, ...] = _list()
 
 
+LANE_NAME = r"^[A-Za-z0-9_.:-]+$"  # also an MQTT topic level and a Prometheus label value
+
+
+class LaneConfig(Section):
+    """Which lane this is: its name is on every event, frames-log record and metric."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=LANE_NAME)
+
+
 class RuntimeConfig(Section):
     threaded: bool
     stats_interval_s: float = Field(ge=0.0, le=3600)
@@ -197,6 +207,7 @@ class Config(Section):
     overlay: OverlayConfig
     http: HttpConfig
     station: StationConfig
+    lane: LaneConfig
     runtime: RuntimeConfig
 
 
@@ -275,3 +286,115 @@ def _nest(dotted: str, value: Any) -> dict:
     """``("a.b", v)`` -> ``{"a": {"b": v}}`` (CLI overrides)."""
     head, _, rest = dotted.partition(".")
     return {head: _nest(rest, value) if rest else value}
+
+
+# ------------------------------------------------------------------------------------- lanes (run --lanes)
+
+# A lane entry's own keys; every other key of an entry is a config section overriding the shared config.
+LANE_KEYS = ("name", "source", "station", "catalog", "zone")
+# Settings of the process, not of a lane: every lane must agree on them.
+SHARED_KEYS = ("http.bind", "events.token", "segment.batch_window_ms")
+
+
+class LaneEntry(Section):
+    """One entry of a lanes file's ``lanes:`` list (its config overrides are checked separately)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=LANE_NAME)
+    source: str = Field(min_length=1)
+    station: str | None = None
+    catalog: str | None = None
+    zone: str | list[Point] | None = None
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    """A lane of ``run --lanes``: its name, its source spec, its catalog folder (None: the run's
+    ``--catalog``) and its complete, validated config (``cfg.lane.name == name``)."""
+
+    name: str
+    source: str
+    catalog: str | None
+    config: Config
+
+
+def _zone_points(zone: str | list[tuple[float, float]]) -> list[list[float]]:
+    """``"x,y x,y x,y"`` (as ``station create --zone``) or ``[[x, y], ...]`` -> a polygon."""
+    if not isinstance(zone, str):
+        points = [list(p) for p in zone]
+    else:
+        try:
+            points = [[float(v) for v in pair.split(",")] for pair in zone.split()]
+        except ValueError:
+            points = []
+        if not all(len(p) == 2 for p in points):
+            points = []
+    if len(points) < 3:
+        raise ConfigError(f"zone {zone!r}: expected at least 3 points, 'x,y x,y x,y' or [[x, y], ...]")
+    return points
+
+
+def load_lanes(
+    path: str | Path, config_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> list[LaneSpec]:
+    """The lanes of a lanes file: ``lanes: [{name, source, station?, catalog?, zone?, <section>: {...}}]``
+    plus, at the top, any config sections shared by every lane. Each lane's config is the defaults,
+    then ``config_path``, then the file's shared sections, then the lane's own sections (``station``
+    and ``zone`` set ``station.path`` and ``station.zones``), then ``overrides`` (the CLI's); each is
+    validated like a config file, and an error names the lane and the key."""
+    where = f"lanes file {path}"
+    doc = _read_yaml(Path(path))
+    entries = doc.pop("lanes", None)
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: expected 'lanes:' with a list of lanes ({{name, source, ...}}), found {entries!r}")
+    base = _read_yaml(default_path())
+    if config_path is not None:
+        base = _merge(base, _read_yaml(Path(config_path)))
+    try:
+        base = _merge(base, doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    lanes: list[LaneSpec] = []
+    for i, entry in enumerate(entries, 1):
+        lanes.append(_lane(base, entry, f"{where}: lane #{i}", lanes, overrides or {}))
+    first = lanes[0].config
+    for lane in lanes[1:]:
+        for key in SHARED_KEYS:
+            if _get(lane.config, key) != _get(first, key):
+                raise ConfigError(
+                    f"{where}: lane '{lane.name}': {key} is {_get(lane.config, key)!r} but lane "
+                    f"'{lanes[0].name}' has {_get(first, key)!r}; it is one setting for the whole process"
+                )
+    return lanes
+
+
+def _lane(base: dict, entry: Any, label: str, earlier: list[LaneSpec], overrides: dict[str, Any]) -> LaneSpec:
+    """One lanes-file entry over the shared config ``base``; errors name the lane."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{label}: expected a mapping {{name, source, ...}}, found {entry!r}")
+    if isinstance(entry.get("name"), str):
+        label = label.rsplit(": ", 1)[0] + f": lane '{entry['name']}'"
+    try:
+        own = _validate(LaneEntry, {k: v for k, v in entry.items() if k in LANE_KEYS})
+        if any(lane.name == own.name for lane in earlier):
+            raise ConfigError(f"lane name '{own.name}' is used twice (each lane needs its own)")
+        rest = {k: v for k, v in entry.items() if k not in LANE_KEYS}
+        if "name" in (rest.get("lane") or {}):
+            raise ConfigError("set the lane's name with 'name:', not 'lane.name'")
+        data = _merge(_merge(base, rest), {"lane": {"name": own.name}})
+        if own.station is not None:
+            data = _merge(data, {"station": {"path": own.station}})
+        if own.zone is not None:
+            data = _merge(data, {"station": {"zones": [{"name": "zone1", "polygon": _zone_points(own.zone)}]}})
+        for dotted, value in overrides.items():
+            data = _merge(data, _nest(dotted, value))
+        cfg = _validate(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    return LaneSpec(own.name, own.source, own.catalog, cfg)
+
+
+def _get(cfg: Section, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value

@@ -82,7 +82,7 @@ class SpoolingSink:
 class Lane:
     """A LiveView + LaneState + HttpServer on 127.0.0.1:0 with fake counters and real sinks."""
 
-    def __init__(self, token: str = "", **cfg: Any) -> None:
+    def __init__(self, token: str = "", lane: str = "default", **cfg: Any) -> None:
         self.clock = Clock()
         self.cfg = http_cfg(**cfg)
         self.view = LiveView(self.cfg, clock=self.clock)
@@ -100,6 +100,7 @@ class Lane:
             sinks=self.sinks.stats,
             models_loaded=lambda: self.models_loaded,
             identity=identity,
+            lane=lane,
         )
         self.server = HttpServer(
             "127.0.0.1",
@@ -343,8 +344,10 @@ def test_two_lanes_keep_their_own_registries_and_leave_the_global_one_alone():
 
 
 def test_lane_label_is_validated_by_the_config():
-    with pytest.raises(ConfigError, match=r"http\.lane"):
-        load_config(overrides={"http.lane": "two words"})
+    with pytest.raises(ConfigError, match=r"lane\.name"):
+        load_config(overrides={"lane.name": "two words"})
+    with pytest.raises(ConfigError, match=r"unknown config key 'http\.lane'"):
+        load_config(overrides={"http.lane": "a"})  # moved to lane.name
 
 
 def test_lane_http_is_up_before_the_lane_is_built_and_reads_the_runtime_once_attached():

@@ -1,4 +1,5 @@
-"""The operations HTTP server of one lane: /healthz, /readyz, /metrics, /live, /api/state, /api/frame.jpg.
+"""The operations HTTP server of a lane (or several: ``?lane=NAME``): /healthz, /readyz, /metrics, /live,
+/api/state, /api/frame.jpg.
 
 Why the standard library's ``ThreadingHTTPServer`` and not a framework: six GET routes, no request
 bodies, no templates and no async code elsewhere in the process; a framework would add a dependency
@@ -30,7 +31,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -76,6 +77,11 @@ class StateProvider(Protocol):
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
     def state(self) -> dict[str, Any]: ...
     def picture(self) -> Picture | None: ...
+
+
+# A provider may also route ``?lane=NAME`` (``stream.outputs.lane``): ``select(name)`` -> that lane's
+# provider or None (404), ``lane_names()`` for the 404's list, and ``default_lane`` (several lanes: /live
+# without ``?lane=`` is sent to the first).
 
 
 class _Server(ThreadingHTTPServer):
@@ -191,7 +197,8 @@ class HttpServer:
 
     # -- requests (one of the server's threads) -------------------------------------------------
     def handle(self, req: _Handler, head: bool) -> None:
-        path = urlsplit(req.path).path
+        url = urlsplit(req.path)
+        path = url.path
         if self._token and path not in _PUBLIC and not self._authorised(req.headers.get("Authorization", "")):
             self._json(
                 req,
@@ -201,7 +208,9 @@ class HttpServer:
                 extra={"WWW-Authenticate": 'Bearer realm="checkout-stream"'},
             )
             return
-        p = self.provider
+        p = self._lane_provider(req, path, parse_qs(url.query).get("lane", [None])[0], head)
+        if p is None:
+            return
         if path == "/healthz":
             self._json(req, 200, {"status": "alive", "uptime_s": round(time.monotonic() - self.started, 3)}, head)
         elif path == "/readyz":
@@ -234,6 +243,21 @@ class HttpServer:
                 },
                 head,
             )
+
+    def _lane_provider(self, req: _Handler, path: str, lane: str | None, head: bool) -> Any:
+        """The provider for ``?lane=NAME`` (None once a 404 or the /live redirect is answered)."""
+        p: Any = self.provider
+        if lane is not None and path not in ("/live", "/live.js", "/metrics"):
+            p = p.select(lane) if hasattr(p, "select") else None
+            if p is None:
+                names = self.provider.lane_names() if hasattr(self.provider, "lane_names") else []
+                self._json(req, 404, {"error": f"no lane {lane!r}", "lanes": names}, head)
+        elif path == "/live" and lane is None and getattr(p, "default_lane", None):
+            # Several lanes on one server: the page shows one, named in its URL (the fragment is kept).
+            where = f"/live?lane={quote(p.default_lane)}"
+            self._send(req, 302, "text/plain; charset=utf-8", b"see /live?lane=NAME\n", head, extra={"Location": where})
+            p = None
+        return p
 
     def _authorised(self, header: str) -> bool:
         scheme, _, value = header.partition(" ")

@@ -12,10 +12,12 @@ snapshot taken on the server's threads: the frame loop only pays reference swaps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
 from stream.config import HttpConfig
 from stream.outputs.http import HttpServer, parse_bind
@@ -62,14 +64,16 @@ class LaneState:
         models_loaded: Callable[[], bool] = lambda: True,
         running: Callable[[], bool] = lambda: True,
         identity: Mapping[str, Any] | None = None,
+        lane: str = "default",
     ) -> None:
         self.cfg = cfg
+        self.lane = lane
         self.view = view
         self._counters = counters
         self._models_loaded = models_loaded
         self._running = running
         self.metrics = LaneMetrics(
-            cfg.lane, view, counters, sinks=sinks, ready=lambda: self.readiness()[0], running=running, identity=identity
+            lane, view, counters, sinks=sinks, ready=lambda: self.readiness()[0], running=running, identity=identity
         )
         self.registry = self.metrics.registry
 
@@ -94,7 +98,7 @@ class LaneState:
         ready = all(checks.values())
         body = {
             "ready": ready,
-            "lane": self.cfg.lane,
+            "lane": self.lane,
             "checks": checks,
             "reasons": reasons,
             "last_frame_s": None if since is None else round(since, 3),
@@ -104,7 +108,7 @@ class LaneState:
     def state(self) -> dict[str, Any]:
         counters = self._counters()
         return {
-            "lane": self.cfg.lane,
+            "lane": self.lane,
             "ready": self.readiness()[0],
             "live_fps": self.cfg.live_fps,
             "frame": self.view.frame_info(),
@@ -119,6 +123,10 @@ class LaneState:
 
     def picture(self) -> Picture | None:
         return self.view.jpeg()
+
+    def select(self, lane: str) -> LaneState | None:
+        """This lane's state when ``lane`` names it (``?lane=NAME`` on any route), else None."""
+        return self if lane == self.lane else None
 
 
 def lane_identity(segmenter: Any = None, embedder: Any = None, catalog: Any = None) -> dict[str, Any]:
@@ -149,11 +157,13 @@ def lane_identity(segmenter: Any = None, embedder: Any = None, catalog: Any = No
 
 
 class LaneHttp:
-    """See the module docstring. ``token`` is ``events.token`` (required for a non-loopback bind)."""
+    """See the module docstring. ``token`` is ``events.token`` (required for a non-loopback bind);
+    ``lane`` labels the metrics and answers. ``serve=False`` builds the lane's state without a server
+    of its own (``LanesHttp`` serves several lanes on one)."""
 
-    def __init__(self, cfg: HttpConfig, token: str = "") -> None:
-        host, port = parse_bind(cfg.bind)
+    def __init__(self, cfg: HttpConfig, token: str = "", lane: str = "default", *, serve: bool = True) -> None:
         self.cfg = cfg
+        self.lane = lane
         self.view = LiveView(cfg)
         self._runtime: RuntimeLike | None = None
         self._sinks: SinkStatsLike | None = None
@@ -164,18 +174,19 @@ class LaneHttp:
             sinks=self._sink_stats,
             models_loaded=lambda: self._runtime is not None,
             running=lambda: not self.view.closed,
+            lane=lane,
         )
         self.metrics = self.state.metrics
-        self.server = HttpServer(
-            host, port, self.state, token=token, max_clients=cfg.max_clients, client_timeout_s=cfg.client_timeout_s
-        )
+        self.server = _server(cfg, self.state, token) if serve else None
 
     @property
     def url(self) -> str:
+        assert self.server is not None, "a lane served by LanesHttp has no server of its own"
         return self.server.url
 
     def start(self) -> LaneHttp:
-        self.server.start()
+        if self.server is not None:
+            self.server.start()
         return self
 
     def attach(
@@ -207,7 +218,8 @@ class LaneHttp:
         self.metrics.observe_frame({"overlay": overlay_ms}, None)
 
     def close(self) -> None:
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
 
     def __enter__(self) -> LaneHttp:
         return self.start()
@@ -228,3 +240,98 @@ class LaneHttp:
 
     def _sink_stats(self) -> dict[str, Any]:
         return self._sinks.stats() if self._sinks is not None else {}
+
+
+def _server(cfg: HttpConfig, provider: Any, token: str) -> HttpServer:
+    host, port = parse_bind(cfg.bind)
+    return HttpServer(
+        host, port, provider, token=token, max_clients=cfg.max_clients, client_timeout_s=cfg.client_timeout_s
+    )
+
+
+class MergedRegistry:
+    """The lanes' registries read as one (a ``prometheus_client`` collector): each family once, with
+    every lane's samples (they differ by their ``lane`` label), so one scrape sees every lane."""
+
+    def __init__(self, registries: Callable[[], list[CollectorRegistry]]) -> None:
+        self._registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for registry in self._registries():
+            for fam in registry.collect():
+                merged = families.get(fam.name)
+                if merged is None:
+                    merged = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                merged.samples.extend(fam.samples)
+        yield from families.values()
+
+
+class LanesState:
+    """The ``StateProvider`` of several lanes on one server. Without ``?lane=NAME``: /readyz is ready
+    when every lane is (the body has each lane's), /api/state has every lane's state under
+    ``lanes``, /api/frame.jpg and /live are the first lane's; /metrics always has every lane."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, LaneState] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(MergedRegistry(lambda: [s.registry for s in list(self._lanes.values())]))
+
+    def add(self, state: LaneState) -> None:
+        self._lanes[state.lane] = state
+
+    @property
+    def default_lane(self) -> str | None:
+        return next(iter(self._lanes), None)
+
+    def lane_names(self) -> list[str]:
+        return list(self._lanes)
+
+    def select(self, lane: str) -> LaneState | None:
+        return self._lanes.get(lane)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        bodies = {name: s.readiness()[1] for name, s in list(self._lanes.items())}
+        reasons = [f"lane {name}: {r}" for name, b in bodies.items() for r in b["reasons"]]
+        ready = bool(bodies) and all(b["ready"] for b in bodies.values())
+        return ready, {"ready": ready, "reasons": reasons or ([] if bodies else ["no lane yet"]), "lanes": bodies}
+
+    def state(self) -> dict[str, Any]:
+        return {"lanes": {name: s.state() for name, s in list(self._lanes.items())}}
+
+    def picture(self) -> Picture | None:
+        first = self.default_lane
+        return self._lanes[first].picture() if first is not None else None
+
+
+class LanesHttp:
+    """One HTTP server for several lanes (``run --lanes``): ``lane(name)`` makes each lane's
+    ``LaneHttp`` (no server of its own) and adds it to the routes; ``?lane=NAME`` on /readyz,
+    /api/state, /api/frame.jpg and /live picks one lane."""
+
+    def __init__(self, cfg: HttpConfig, token: str = "") -> None:
+        self.cfg = cfg
+        self.state = LanesState()
+        self.server = _server(cfg, self.state, token)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def lane(self, name: str) -> LaneHttp:
+        lane = LaneHttp(self.cfg, lane=name, serve=False)
+        self.state.add(lane.state)
+        return lane
+
+    def start(self) -> LanesHttp:
+        self.server.start()
+        return self
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> LanesHttp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

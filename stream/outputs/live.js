@@ -3,6 +3,9 @@
 "use strict";
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const headers = token ? { Authorization: "Bearer " + token } : {};
+// Several lanes on one server: /live?lane=NAME shows that lane (the same parameter on every fetch).
+const lane = new URLSearchParams(location.search).get("lane");
+const query = lane ? "?lane=" + encodeURIComponent(lane) : "";
 const $ = (id) => document.getElementById(id);
 let fps = 5;
 let shown = null;
@@ -16,7 +19,7 @@ function cell(row, text, cls) {
 async function frameLoop() {
   const t0 = performance.now();
   try {
-    const r = await fetch("/api/frame.jpg", { headers, cache: "no-store" });
+    const r = await fetch("/api/frame.jpg" + query, { headers, cache: "no-store" });
     if (r.ok) {
       const url = URL.createObjectURL(await r.blob());
       await new Promise((done) => { $("picture").onload = $("picture").onerror = done; $("picture").src = url; });
@@ -57,7 +60,7 @@ function render(s) {
 
 async function stateLoop() {
   try {
-    const r = await fetch("/api/state", { headers, cache: "no-store" });
+    const r = await fetch("/api/state" + query, { headers, cache: "no-store" });
     if (r.ok) render(await r.json());
     else { $("ready").textContent = "HTTP " + r.status; $("ready").className = "bad"; }
   } catch (e) { $("ready").textContent = "disconnected"; $("ready").className = "bad"; }

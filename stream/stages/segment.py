@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,3 +135,98 @@ class Segmenter:
             )
             for i, im in enumerate(images)
         ]
+
+
+class _Job:
+    __slots__ = ("image", "result", "error", "done")
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        self.result: SegMap | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class SegmentBatcher:
+    """One segmenter shared by several lanes, whose frames are segmented in one model call when they
+    arrive together (``segment.batch_window_ms``).
+
+    The first lane to submit a frame leads a batch: it waits up to ``window_s`` for the others (at most
+    ``max_batch`` frames; it stops waiting as soon as that many are in), runs ``segment_batch`` on
+    them outside the lock and hands each lane its map. Frames that arrive meanwhile form the next
+    batch. So a lone lane pays at most ``window_s`` per frame, and a lane that stopped (a dead camera)
+    never holds the others up for longer than that. ``client()`` is what each lane's pipeline calls.
+    """
+
+    def __init__(self, segmenter: Any, window_s: float, max_batch: int) -> None:
+        if window_s < 0 or max_batch < 1:
+            raise ValueError(f"SegmentBatcher: window_s >= 0 and max_batch >= 1, found {window_s}, {max_batch}")
+        self.segmenter = segmenter
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.batches = 0  # model calls made
+        self.frames = 0  # frames segmented
+        self._cond = threading.Condition()
+        self._pending: list[_Job] = []
+
+    def client(self) -> BatchedSegmenter:
+        return BatchedSegmenter(self)
+
+    def segment(self, image: np.ndarray) -> SegMap:
+        job = _Job(image)
+        with self._cond:
+            self._pending.append(job)
+            if len(self._pending) > 1:  # a batch is forming: its leader runs it
+                if len(self._pending) >= self.max_batch:
+                    self._cond.notify_all()
+                while not job.done:
+                    self._cond.wait()
+                return self._result(job)
+            deadline = time.monotonic() + self.window_s
+            while len(self._pending) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch, self._pending = self._pending, []
+        try:
+            maps: list[SegMap] = self.segmenter.segment_batch([j.image for j in batch])
+            for j, m in zip(batch, maps, strict=True):
+                j.result = m
+        except Exception as exc:  # every lane of the batch sees the failure, as it would alone
+            for j in batch:
+                j.error = exc
+        with self._cond:
+            for j in batch:
+                j.done = True
+            self.batches += 1
+            self.frames += len(batch)
+            self._cond.notify_all()
+        return self._result(job)
+
+    @staticmethod
+    def _result(job: _Job) -> SegMap:
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+
+class BatchedSegmenter:
+    """A lane's handle on a ``SegmentBatcher`` (``SegmenterLike``): ``segment`` submits the frame and
+    returns its map; everything else (input_size, identity, ...) is the shared segmenter's."""
+
+    def __init__(self, batcher: SegmentBatcher) -> None:
+        self._batcher = batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batcher.segmenter, name)
+
+    def reset(self) -> None:
+        """Stateless, as the segmenter."""
+
+    def segment(self, image: np.ndarray) -> SegMap:
+        return self._batcher.segment(image)
+
+    def segment_batch(self, images: Sequence[np.ndarray]) -> list[SegMap]:
+        return list(self._batcher.segmenter.segment_batch(images))
