@@ -415,3 +415,39 @@ def test_two_processes_publish_to_one_broker_and_one_consumer_sees_every_lane(tm
     finally:
         sub.close()
         broker.stop()
+
+
+@needs_clips
+@pytest.mark.data
+@pytest.mark.network
+@pytest.mark.slow
+def test_sigint_stops_every_lane_and_prints_a_summary_per_lane(tmp_path: Path, car_clip: Path) -> None:
+    import signal  # noqa: PLC0415
+
+    from tests.mqtt_broker import free_port  # noqa: PLC0415
+
+    path = lanes_file(
+        tmp_path,
+        "runtime: {stats_interval_s: 0}\nsource: {realtime: true, open_timeout_s: 0.5, backoff_max_s: 0.3}\n"
+        f"lanes:\n  - {{name: paced, source: '{car_clip}'}}\n"
+        f"  - {{name: camera, source: 'rtsp://127.0.0.1:{free_port()}/x'}}\n",
+    )
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "run", "--lanes", str(path), "--events", f"jsonl:{events}"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (events.is_file() and '"paced"' in events.read_text()):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 5, err
+    assert proc.returncode == 0, err
+    assert "lane paced:" in err and "lane camera:" in err and err.count("frame age") == 2, err
+    summaries = [json.loads(line) for line in events.read_text().splitlines() if '"run.summary"' in line]
+    assert {e["lane"] for e in summaries} == {"paced", "camera"}

@@ -222,9 +222,6 @@ class BatchedSegmenter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._batcher.segmenter, name)
 
-    def reset(self) -> None:
-        """Stateless, as the segmenter."""
-
     def segment(self, image: np.ndarray) -> SegMap:
         return self._batcher.segment(image)
 
