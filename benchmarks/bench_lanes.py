@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,17 +46,18 @@ from stream.sinks import MemorySink
 from stream.sources.demo import demo_photos
 from stream.stages.catalog import Catalog
 from stream.stages.embed import Embedder
-from stream.stages.segment import Segmenter
+from stream.stages.segment import SegmentBatcher, Segmenter
 
 CLIP = ROOT.parent / "shared" / "data" / "clips" / "car-detection.mp4"
 RESULTS = ROOT / "benchmarks" / "results"
 FPS = 15
 SIZE = (640, 360)
 
-# name -> (segment.batch_window_ms, segment.model.intra_op_threads)
+# name -> (segment.batch_window_ms, segment.model.intra_op_threads); "processes": one `run` per lane
 MODES = {
     "unbatched": (0.0, 1),
     "batched 5 ms": (5.0, 1),
+    "processes": (0.0, 1),
     "batched 5 ms, 2 threads": (5.0, 2),
 }
 
@@ -140,8 +142,32 @@ def lane_specs(tmp: Path, clip: Path, n: int, window_ms: float, threads: int) ->
     return load_lanes(path)
 
 
+def run_processes(tmp: Path, clip: Path, catalog: Path, n: int) -> tuple[dict[str, dict[str, Any]], None]:
+    """N separate ``checkout-stream run`` processes, one lane each (each loads its own models); their
+    run.summary events. Started together; model loading staggers their starts by well under a second."""
+    cfg = tmp / "quiet.yaml"
+    cfg.write_text("runtime: {stats_interval_s: 0}\n")
+    procs = []
+    for i in range(n):
+        events = tmp / f"proc-{n}-{i + 1}.jsonl"
+        cmd = [sys.executable, "-m", "stream", "run", str(clip), "--realtime", "--no-display", "--config", str(cfg)]
+        cmd += ["--lane", f"lane-{i + 1}", "--catalog", str(catalog), "--events", f"jsonl:{events}"]
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), events))
+    out = {}
+    for i, (proc, events) in enumerate(procs):
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode:
+            raise RuntimeError(f"lane-{i + 1}: {err.decode()[-500:]}")
+        summary = next(e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "run.summary")
+        out[f"lane-{i + 1}"] = summary["summary"]
+    return out, None
+
+
 def run_n(tmp: Path, clip: Path, catalog: Path, *, n: int, mode: str, frames: int) -> dict[str, Any]:
     window_ms, threads = MODES[mode]
+    if mode == "processes":
+        summaries, _ = run_processes(tmp, clip, catalog, n)
+        return _row(n, mode, window_ms, threads, frames, summaries, None, [])
     lanes = lane_specs(tmp, clip, n, window_ms, threads)
     models = Models()
     cpu0 = wall0 = 0.0
@@ -154,6 +180,19 @@ def run_n(tmp: Path, clip: Path, catalog: Path, *, n: int, mode: str, frames: in
         lanes, threading.Event(), catalog=catalog, sinks=lambda _l: MemorySink(), models=models, on_ready=started
     )
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    return _row(n, mode, window_ms, threads, frames, summaries, (cpu, wall), models.batchers)
+
+
+def _row(  # noqa: PLR0917
+    n: int,
+    mode: str,
+    window_ms: float,
+    threads: int,
+    frames: int,
+    summaries: dict[str, dict[str, Any]],
+    cpu_wall: tuple[float, float] | None,
+    batchers: list[SegmentBatcher],
+) -> dict[str, Any]:
     per = []
     for name, s in summaries.items():
         if "error" in s:
@@ -170,7 +209,7 @@ def run_n(tmp: Path, clip: Path, catalog: Path, *, n: int, mode: str, frames: in
                 "classify_p99_ms": s["stage_ms"]["classify"]["p99"],
             }
         )
-    batchers = models.batchers
+    processed = sum(p["processed"] for p in per)
     return {
         "lanes": n,
         "mode": mode,
@@ -183,8 +222,8 @@ def run_n(tmp: Path, clip: Path, catalog: Path, *, n: int, mode: str, frames: in
         "age_p99_ms": max(p["age_p99_ms"] for p in per),
         "dropped": sum(p["dropped"] for p in per),
         "drop_pct": round(100 * sum(p["dropped"] for p in per) / (n * frames), 2),
-        "cpu_cores_used": round(cpu / wall, 2),
-        "cpu_ms_per_lane_frame": round(1000 * cpu / max(1, sum(p["processed"] for p in per)), 2),
+        "cpu_cores_used": round(cpu_wall[0] / cpu_wall[1], 2) if cpu_wall else None,
+        "cpu_ms_per_lane_frame": round(1000 * cpu_wall[0] / max(1, processed), 2) if cpu_wall else None,
         "mean_batch": round(batchers[0].frames / batchers[0].batches, 2) if batchers and batchers[0].batches else None,
         "per_lane": per,
     }
@@ -200,7 +239,17 @@ def versions() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        # 1: the kernel shares the CPU between sessions first, so other sessions' niced jobs still take
+        # their session's share (nice only orders processes within a session).
+        "sched_autogroup": _read("/proc/sys/kernel/sched_autogroup_enabled"),
     }
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
 
 
 def plot(rows: list[dict[str, Any]], out: Path, limit_ms: float) -> None:
@@ -217,13 +266,16 @@ def plot(rows: list[dict[str, Any]], out: Path, limit_ms: float) -> None:
         n = [r["lanes"] for r in mine]
         axes[0].plot(n, [r["fps_min"] for r in mine], "o-", label=mode)
         axes[1].plot(n, [r["age_p99_ms"] for r in mine], "o-", label=mode)
-        axes[2].plot(n, [r["cpu_ms_per_lane_frame"] for r in mine], "o-", label=mode)
+        if mine[0]["cpu_ms_per_lane_frame"] is not None:
+            axes[2].plot(n, [r["cpu_ms_per_lane_frame"] for r in mine], "o-", label=mode)
     axes[0].axhline(FPS, color="grey", ls="--", lw=1)
     axes[1].axhline(limit_ms, color="grey", ls="--", lw=1)
     axes[0].set(title="frames/s of the slowest lane (paced at 15)", xlabel="lanes", ylabel="frames/s")
     axes[1].set(title="frame age p99 (worst lane)", xlabel="lanes", ylabel="ms")
     axes[2].set(title="cost per lane: CPU ms per lane-frame", xlabel="lanes", ylabel="CPU ms")
+    axes[2].set_ylim(bottom=0)
     for ax in axes:
+        ax.set_xticks(sorted({r["lanes"] for r in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"lanes of a 640x360 real clip at {FPS} fps on {os.cpu_count()} CPU cores (stream.lanes.run_lanes)")
@@ -238,7 +290,7 @@ def main() -> int:
     ap.add_argument("--limit-ms", type=float, default=200.0, help="stop adding lanes once every mode's p99 passes this")
     ap.add_argument("--repeats", type=int, default=15, help="repeats of the segmentation micro-benchmark")
     ap.add_argument("--min-lanes", type=int, default=4, help="always measure up to this many lanes (default 4)")
-    ap.add_argument("--modes", nargs="+", default=list(MODES)[:2], choices=list(MODES))
+    ap.add_argument("--modes", nargs="+", default=list(MODES)[:3], choices=list(MODES))
     args = ap.parse_args()
 
     info = versions()
@@ -267,8 +319,8 @@ def main() -> int:
                 print(
                     f"lanes {n} {mode:<24} fps min {row['fps_min']:5.2f} mean {row['fps_mean']:5.2f} | age p50 "
                     f"{row['age_p50_ms']:6.1f} p99 {row['age_p99_ms']:6.1f} ms | dropped {row['dropped']:4d} "
-                    f"({row['drop_pct']:.1f}%) | CPU {row['cpu_cores_used']:.2f} cores, "
-                    f"{row['cpu_ms_per_lane_frame']:.1f} ms/lane-frame | batch {row['mean_batch']}",
+                    f"({row['drop_pct']:.1f}%) | CPU {row['cpu_cores_used']} cores, "
+                    f"{row['cpu_ms_per_lane_frame']} ms/lane-frame | batch {row['mean_batch']}",
                     flush=True,
                 )
                 if row["age_p99_ms"] > args.limit_ms and n >= args.min_lanes:
@@ -280,7 +332,7 @@ def main() -> int:
     for r in rows:
         print(
             f"{r['lanes']:>5} {r['mode']:<24} {r['fps_min']:>14.2f} {r['age_p50_ms']:>7.1f} {r['age_p99_ms']:>7.1f} "
-            f"{r['dropped']:>4d} ({r['drop_pct']:4.1f}%) {r['cpu_ms_per_lane_frame']:>7.1f}"
+            f"{r['dropped']:>4d} ({r['drop_pct']:4.1f}%) {r['cpu_ms_per_lane_frame'] or '-':>7}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {

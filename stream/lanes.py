@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from stream.app import LaneLog, load_recognition
+from stream.app import LaneLog
 from stream.app import build_runtime as _build_runtime
 from stream.config import Config, LaneSpec
 from stream.outputs.lane import LanesHttp, lane_identity
@@ -93,9 +93,16 @@ class Models:
     catalogs: dict[Any, Catalog] = field(default_factory=dict)
     batchers: list[SegmentBatcher] = field(default_factory=list)
 
+    @staticmethod
+    def segment_key(cfg: Config) -> Any:
+        """What makes two lanes' segmenters the same model: the model settings (a station's fitted
+        model has a path of its own)."""
+        return station_use.segment_config(cfg, station_use.load(cfg)).model
+
     def segmenter(self, cfg: Config, lanes: int) -> Any:
-        """The segmenter this lane's config names (a station's fitted one when it has one), shared;
-        behind a ``SegmentBatcher`` when ``segment.batch_window_ms`` > 0 (a client per lane)."""
+        """The segmenter this lane's config names (a station's fitted one when it has one), shared by
+        the ``lanes`` lanes that name it; behind a ``SegmentBatcher`` when ``segment.batch_window_ms``
+        > 0 (a client per lane)."""
         seg_cfg = station_use.segment_config(cfg, station_use.load(cfg))
         key = seg_cfg.model
         if key not in self.segmenters:
@@ -190,12 +197,14 @@ class _LanesRun:
         first = lanes[0].config
         self.open_source = open_source
         self.http = stack.enter_context(LanesHttp(first.http, first.events.token)) if first.http.bind else None
-        self.recognition: dict[str, tuple[Embedder | None, Catalog | None]] = {}
-        for lane in lanes:
-            if catalog is None and lane.catalog is None and not self.recognition:
-                load_recognition(lane.config)  # logs once that items are reported as unrecognised
-            self.recognition[lane.name] = models.recognition(lane.config, _catalog_dir(lane, catalog))
-        self.segmenters = {lane.name: models.segmenter(lane.config, len(lanes)) for lane in lanes}
+        self.recognition = {lane.name: models.recognition(lane.config, _catalog_dir(lane, catalog)) for lane in lanes}
+        unrecognised = [lane.name for lane in lanes if _catalog_dir(lane, catalog) is None]
+        if unrecognised:
+            log.warning("no catalog for lane(s) %s: their items are tracked and reported as unrecognised", unrecognised)
+        keys = [models.segment_key(lane.config) for lane in lanes]
+        self.segmenters = {
+            lane.name: models.segmenter(lane.config, keys.count(key)) for lane, key in zip(lanes, keys, strict=True)
+        }
         shared: dict[Any, SharedSinks] = {}
         self.sinks: dict[str, Any] = {}
         for lane in lanes:
@@ -217,6 +226,7 @@ class _LanesRun:
         """One lane's thread: build its runtime (then meet the others at ``built``), run it."""
         name = lane.name
         waited = False
+        http_lane = None
         try:
             http_lane = self.http.lane(name) if self.http is not None else None
             own = self.sinks[name]
@@ -254,6 +264,8 @@ class _LanesRun:
             log.error("lane %s: %s", name, text)
             log.debug("lane %s failed", name, exc_info=True)
             self.summaries[name] = {"error": text}
+            if http_lane is not None:
+                http_lane.view.close()  # /readyz?lane=NAME: "the run has ended", not "still loading"
         finally:
             if not waited:
                 self.built.wait()
