@@ -451,3 +451,75 @@ def test_sigint_stops_every_lane_and_prints_a_summary_per_lane(tmp_path: Path, c
     assert "lane paced:" in err and "lane camera:" in err and err.count("frame age") == 2, err
     summaries = [json.loads(line) for line in events.read_text().splitlines() if '"run.summary"' in line]
     assert {e["lane"] for e in summaries} == {"paced", "camera"}
+
+
+@needs_clips
+@pytest.mark.data
+@pytest.mark.network
+@pytest.mark.slow
+def test_one_http_server_during_a_real_two_lane_run(tmp_path: Path, car_clip: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    from tests.mqtt_broker import free_port  # noqa: PLC0415
+
+    port = free_port()
+    lanes = specs(
+        tmp_path,
+        [("gif", str(GIF)), ("car", str(car_clip))],
+        extra=f"source: {{realtime: true}}\nhttp: {{bind: '127.0.0.1:{port}'}}\n",
+    )
+    runner = threading.Thread(
+        target=run_lanes, args=(lanes, threading.Event()), kwargs={"sinks": lambda _l: MemorySink()}
+    )
+    runner.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processed: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (len(processed) == 2 and min(processed.values()) >= 10):
+            time.sleep(0.2)
+            try:
+                code, _, body = get(url + "/metrics")
+            except OSError:
+                continue
+            fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            fam = fams.get("checkout_stream_frames_processed")
+            processed = {s.labels["lane"]: s.value for s in fam.samples} if fam else {}
+        assert set(processed) == {"gif", "car"} and min(processed.values()) >= 10, processed
+        for lane in ("gif", "car"):
+            code, _, body = get(f"{url}/readyz?lane={lane}")
+            assert code == 200, body
+            state = json.loads(get(f"{url}/api/state?lane={lane}")[2])
+            assert state["lane"] == lane and state["counters"]["frames_processed"] >= 10
+            code, _, picture = get(f"{url}/api/frame.jpg?lane={lane}")
+            assert code == 200 and picture[:2] == b"\xff\xd8"
+        fams = {f.name: f for f in text_string_to_metric_families(get(url + "/metrics")[2].decode())}
+        info = {s.labels["lane"] for s in fams["checkout_stream_model_info"].samples}
+        assert info == {"gif", "car"}
+    finally:
+        runner.join(60)
+    assert not runner.is_alive()
+
+
+@needs_clips
+@pytest.mark.data
+@pytest.mark.slow
+def test_batched_lanes_report_what_unbatched_lanes_report(tmp_path: Path, car_clip: Path) -> None:
+    def items(window_ms: float) -> tuple[dict[str, list[tuple]], Models]:
+        sinks: dict[str, MemorySink] = {}
+        models = Models()
+        lanes = specs(
+            tmp_path, [("gif", str(GIF)), ("car", str(car_clip))], extra=f"segment: {{batch_window_ms: {window_ms}}}\n"
+        )
+        run_lanes(lanes, threading.Event(), sinks=lambda lane: sinks.setdefault(lane.name, MemorySink()), models=models)
+        keep = ("type", "track_id", "frame_index", "bbox")
+        return {
+            n: [tuple(str(e.get(k)) for k in keep) for e in s.events if "track_id" in e] for n, s in sinks.items()
+        }, models
+
+    plain, _ = items(0)
+    batched, models = items(50)
+    assert plain == batched and all(plain.values())
+    batcher = models.batchers[0]
+    assert batcher.frames == 67 + 40 + 2  # every frame and each lane's warm-up went through it
+    assert batcher.batches < batcher.frames  # frames of the two lanes shared calls
