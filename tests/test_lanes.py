@@ -523,3 +523,45 @@ def test_batched_lanes_report_what_unbatched_lanes_report(tmp_path: Path, car_cl
     batcher = models.batchers[0]
     assert batcher.frames == 67 + 40 + 2  # every frame and each lane's warm-up went through it
     assert batcher.batches < batcher.frames  # frames of the two lanes shared calls
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_live_page_of_each_lane_in_a_real_browser(tmp_path: Path) -> None:
+    from tests.browser import BROWSER_MISSING, Browser  # noqa: PLC0415
+    from tests.fakes import frame  # noqa: PLC0415
+
+    if BROWSER_MISSING is not None:
+        pytest.skip(BROWSER_MISSING)
+    from stream.types import Detections, FrameResult, Label, TrackView  # noqa: PLC0415
+
+    cfg = replace(load_config().http, bind="127.0.0.1:0")
+    stop = threading.Event()
+
+    def feed(view: Any, product: str) -> None:
+        label = Label(product, 0.9, 0.2, ((product, 0.9),), False, 3)
+        i = 0
+        while not stop.is_set():
+            img = np.full((240, 320, 3), 90, np.uint8)
+            views = (TrackView(7, (10.0, 80.0, 60.0, 130.0), 0, label),)
+            view.write(img, FrameResult(frame(i, 320, 240), Detections.empty(), views, ()))
+            i += 1
+            time.sleep(1 / 15)
+
+    with LanesHttp(cfg) as server, Browser(tmp_path / "profile") as browser:
+        feeders = [
+            threading.Thread(target=feed, args=(server.lane(name).view, product), daemon=True)
+            for name, product in (("lane-a", "apple"), ("lane-b", "pear"))
+        ]
+        for t in feeders:
+            t.start()
+        try:
+            for url, lane, product in (("/live?lane=lane-b", "lane-b", "pear"), ("/live", "lane-a", "apple")):
+                browser.open(server.url + url)
+                shown = browser.wait_for(
+                    "const l = document.getElementById('lane').innerText, i = document.getElementById('items')"
+                    ".innerText; return l && i.includes('" + product + "') ? l : null;"
+                )
+                assert shown == lane
+        finally:
+            stop.set()
