@@ -124,8 +124,10 @@ def _run_lanes(args: argparse.Namespace) -> int:
 
     if args.source is not None:
         raise CliError("give either a SOURCE or --lanes FILE (each lane names its source), not both")
-    if args.record or args.lane:
-        raise CliError("--record and --lane name one lane: with --lanes, set them per lane in the lanes file")
+    if args.record:
+        raise CliError("--record records one lane; with --lanes, watch each lane with --http at /live?lane=NAME")
+    if args.lane:
+        raise CliError("--lane names one lane; with --lanes, each lane's name is its 'name:' in the lanes file")
     lanes = load_lanes(args.lanes, getattr(args, "config", None), _overrides(args))
     for lane in lanes:
         folder = lane.catalog or args.catalog
