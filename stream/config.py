@@ -42,6 +42,7 @@ class SourceConfig(Section):
     backoff_max_s: float = Field(ge=0.01, le=600)
     backoff_jitter: float = Field(ge=0.0, le=1.0)
     max_pixels: int = Field(ge=1, le=1 << 31)
+    max_fps: float = Field(ge=0.0, le=1000)
     allowed_protocols: tuple[str, ...] = _list()
 
 
@@ -82,7 +83,11 @@ class TrackConfig(Section):
 
 class ClassifyConfig(Section):
     model: ModelConfig
-    crops_per_frame: int = Field(ge=1, le=256)
+    crops_per_s: float = Field(ge=0.1, le=10000)
+    batch: int = Field(ge=1, le=256)
+    queue: int = Field(ge=1, le=4096)
+    worker: Literal["auto", "thread", "inline"]
+    worker_nice: int = Field(ge=0, le=19)
     refresh_frames: int = Field(ge=1, le=100000)
     max_embeddings: int = Field(ge=1, le=1000)
     crop_padding: float = Field(ge=0.0, le=1.0)

@@ -35,6 +35,14 @@ from stream.types import (
 )
 
 
+class ClassifierStage(ClassifierLike, Protocol):
+    """The classifier as the pipeline drives it: where it embeds is chosen at ``start``."""
+
+    def start(self, *, background: bool, fps: float | None = None) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
 class EventsLike(Protocol):
     def item(
         self,
@@ -73,7 +81,7 @@ class Pipeline:
         segmenter: SegmenterLike,
         boxes: BoxesLike,
         tracker: TrackerLike,
-        classifier: ClassifierLike,
+        classifier: ClassifierStage,
         events: EventsLike,
         *,
         baskets: Baskets | None = None,
@@ -154,6 +162,16 @@ class Pipeline:
         blank = np.full((size[1], size[0], 3), 127, np.uint8)
         self.tracker.update(self.zones.apply(self.boxes.extract(self.segmenter.segment(blank)))[0])
         self.tracker.reset()
+
+    def start(self, *, background: bool, fps: float | None = None) -> None:
+        """Before the first frame: ``background`` embeds crops on the classifier's own worker thread
+        (never waiting for it); otherwise inline in ``update``, its budget clocked by frame index /
+        ``fps`` when given (an offline file: the same events on every machine)."""
+        self.classifier.start(background=background, fps=fps)
+
+    def close(self) -> None:
+        """Stop and join the classifier's worker (idempotent)."""
+        self.classifier.close()
 
     def process(self, frame: Frame) -> FrameResult:
         return self.update(self.detect(frame))

@@ -6,6 +6,12 @@ output (the overlay drawn once, then every FrameOutput; the stats line). Hand-of
 so a frame is never older than the work in flight. Their policy is named: a realtime source (live, or
 a paced file) drops the oldest unread item (counted); an offline file waits, so every frame is
 processed and every processed frame is output. The runtime is built by ``stream.app``.
+
+Classification: for a realtime source the threaded runtime has the classifier embed on a worker
+thread of its own, so the update thread never waits for the embedder; offline (and single-threaded)
+it embeds inline, its budget clocked by frame index, so a file gives the same events on every
+machine. A stage that fails stops the run; ``run()`` then raises ``StageFailed`` (after the summary
+event and an orderly shutdown), so the failure surfaces as one error, never as a hang.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from stream.types import FrameResult
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often blocked threads look at the stop flag
+DEFAULT_FPS = 30.0  # the classify budget's frame clock for a file that does not state its rate
+
+
+class StageFailed(RuntimeError):
+    """A stage (detect, update, or the classifier's worker behind it) raised; the run was stopped."""
 
 
 class SinksLike(Protocol):
@@ -169,6 +180,7 @@ class Runtime:
         self._fps_window: deque[float] = deque(maxlen=60)
         self._last_stats = time.monotonic()
         self.observer: FrameObserver | None = None  # set by the app (stream.outputs.lane.LaneHttp)
+        self._failure: tuple[str, BaseException] | None = None
 
     def stop(self) -> None:
         """Ask the run to end (any thread); ``run()`` returns within about ``shutdown_timeout_s``."""
@@ -176,8 +188,14 @@ class Runtime:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Run to the end of the source (or ``stop()``); the summary. Raises StageFailed when a stage
+        failed (the summary event has been published and everything closed by then)."""
         self.pipeline.warm_up()
         self.stats = RunStats()
+        self._failure = None
+        realtime = self.policy is Policy.DROP_OLDEST
+        fps = self.source.properties.fps or DEFAULT_FPS
+        self.pipeline.start(background=self.threaded and realtime, fps=None if realtime else fps)
         try:
             if self.threaded:
                 self._run_threaded()
@@ -185,7 +203,10 @@ class Runtime:
                 self._run_sequential()
         finally:
             self._emit(self.pipeline.finish())
+            self.pipeline.close()
             self._drain_status()
+            self.stats.frames_skipped = self.source.frames_skipped
+            self.stats.classify = self.pipeline.classifier.stats()
             summary = self.stats.summary()
             self._emit([self.events.summary(summary)])
             self.sinks.close()
@@ -193,7 +214,16 @@ class Runtime:
                 out.close()
             if not self.threaded:
                 self.source.close()
+        if self._failure is not None:
+            stage, exc = self._failure
+            raise StageFailed(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
         return summary
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        log.debug("%s stage failed", stage, exc_info=True)
+        if self._failure is None:
+            self._failure = (stage, exc)
+        self._stop.set()
 
     def _run_sequential(self) -> None:
         while not self._stop.is_set():
@@ -271,9 +301,8 @@ class Runtime:
                 if item is END:
                     break
                 detected.put(self.pipeline.detect(item))  # type: ignore[arg-type]
-        except Exception:
-            log.exception("detect stage failed")
-            self._stop.set()
+        except Exception as exc:
+            self._fail("detect", exc)
         finally:
             detected.put(END)
 
@@ -288,9 +317,8 @@ class Runtime:
                     break
                 assert isinstance(item, Detected)
                 results.put(self._update(item))
-        except Exception:
-            log.exception("update stage failed")
-            self._stop.set()
+        except Exception as exc:
+            self._fail("update", exc)
         finally:
             results.put(END)
 

@@ -39,12 +39,14 @@ class RunStats:
     frames_read: int = 0
     frames_processed: int = 0
     frames_dropped: int = 0  # stale frames replaced at capture (realtime sources only)
+    frames_skipped: int = 0  # frames above source.max_fps, skipped by the source before queueing
     frames_output: int = 0  # frames drawn and handed to the outputs
     results_dropped: int = 0  # processed frames the outputs were too slow to take (realtime only)
     events: int = 0
     started: float = field(default_factory=time.monotonic)
     stages: dict[str, Percentiles] = field(default_factory=lambda: {s: Percentiles() for s in STAGES})
     frame_age: Percentiles = field(default_factory=Percentiles)
+    classify: dict[str, Any] = field(default_factory=dict)  # the classifier's own counters (Classifier.stats)
 
     def summary(self) -> dict[str, Any]:
         wall = max(time.monotonic() - self.started, 1e-9)
@@ -52,6 +54,7 @@ class RunStats:
             "frames_read": self.frames_read,
             "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped,
+            "frames_skipped": self.frames_skipped,
             "frames_output": self.frames_output,
             "results_dropped": self.results_dropped,
             "events": self.events,
@@ -59,6 +62,7 @@ class RunStats:
             "fps": round(self.frames_processed / wall, 2),
             "stage_ms": {s: p.summary() for s, p in self.stages.items()},
             "frame_age_ms": self.frame_age.summary(),
+            "classify": self.classify,
         }
 
 

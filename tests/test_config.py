@@ -33,6 +33,11 @@ def test_defaults_load_and_configs_dir_points_at_them():
         ({"events.sinks": "stdout"}, "'events.sinks': Input should be a valid tuple"),
         ({"events.sinks": ["stdout", 3]}, "'events.sinks.1': Input should be a valid string"),
         ({"classify.model.provider": "tpu"}, "'classify.model.provider'"),
+        ({"classify.crops_per_frame": 4}, "unknown config key 'classify.crops_per_frame'"),  # now crops_per_s
+        ({"classify.crops_per_s": 0}, "'classify.crops_per_s': Input should be greater than or equal to 0.1"),
+        ({"classify.worker": "gpu"}, "'classify.worker': Input should be 'auto', 'thread' or 'inline'"),
+        ({"classify.queue": 0}, "'classify.queue': Input should be greater than or equal to 1"),
+        ({"source.max_fps": -1}, "'source.max_fps': Input should be greater than or equal to 0"),
     ],
 )
 def test_overrides(overrides, message):
@@ -93,3 +98,10 @@ def test_json_schema_is_closed_and_covers_every_default():
         section = schema["$defs"][ref["$ref"].rsplit("/", 1)[-1]]
         assert section["additionalProperties"] is False
         assert set(section["properties"]) == set(defaults[name]), name
+
+
+def test_classify_budget_and_frame_rate_cap_defaults():
+    cfg = load_config(overrides={"classify.crops_per_s": 12, "source.max_fps": 15})
+    assert cfg.classify.crops_per_s == 12.0 and cfg.source.max_fps == 15.0
+    d = load_config()
+    assert d.classify.worker == "auto" and d.source.max_fps == 0.0 and d.classify.batch <= d.classify.queue

@@ -86,8 +86,9 @@ def test_without_catalog_items_are_tracked_but_unlabelled():
     assert "item.classified" not in types
 
 
-def test_crop_budget_limits_embeddings_per_frame():
-    cfg = load_config(overrides={"classify.crops_per_frame": 1, "classify.refresh_frames": 1000})
+def test_crop_budget_limits_embeddings_per_second():
+    # 30 crops/s in bursts of 1 over frames 1/30 s apart: one crop a frame at most
+    cfg = load_config(overrides={"classify.crops_per_s": 30.0, "classify.batch": 1, "classify.refresh_frames": 1000})
     boxes = [(5 + 25 * k, 5, 25 + 25 * k, 25) for k in range(5)]
     script = {i: boxes for i in range(20)}
     det = ScriptedDetector(script)

@@ -17,6 +17,7 @@ import pytest
 
 from stream.config import SourceConfig, load_config
 from stream.config import replace as config_replace
+from stream.sources.base import RateCap
 from stream.sources.file import (
     CameraSource,
     FileSource,
@@ -434,3 +435,47 @@ def test_stop_ends_a_camera_that_never_opens(cfg: SourceConfig) -> None:
     assert src.read() is None
     assert time.monotonic() - t0 < 1.2
     src.close()
+
+
+# ---------------------------------------------------------------- source.max_fps
+
+
+@pytest.mark.parametrize(
+    ("max_fps", "times", "kept"),
+    [
+        (0.0, [0.0, 0.001, 0.002], [0, 1, 2]),  # off: every frame
+        (15.0, [i / 30 for i in range(8)], [0, 2, 4, 6]),  # 30 -> 15 fps: every other frame
+        (10.0, [i / 30 for i in range(10)], [0, 3, 6, 9]),  # 30 -> 10 fps: one in three
+        (30.0, [i / 25 for i in range(5)], [0, 1, 2, 3, 4]),  # under the cap: all kept
+        (15.0, [0.0, 0.06, 0.13, 0.2], [0, 1, 2, 3]),  # jitter: a frame a little early is still kept
+        (10.0, [0.0, 5.0, 5.01, 5.1], [0, 1, 3]),  # after a gap the schedule restarts
+    ],
+)
+def test_rate_cap(max_fps: float, times: list[float], kept: list[int]) -> None:
+    cap = RateCap(max_fps)
+    assert [i for i, t in enumerate(times) if cap.admit(t)] == kept
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_file_max_fps_skips_frames_at_the_source(videos: dict[str, Path], cfg: SourceConfig, realtime: bool) -> None:
+    """16 frames at 40 fps capped at 20: every other frame is kept, by media time, paced or not;
+    the skipped ones are counted and leave gaps in the index."""
+    src = open_source(str(videos["fast"]), config_replace(cfg, max_fps=20.0, realtime=realtime))
+    frames = read_all(src)
+    assert [f.index for f in frames] == list(range(0, 16, 2))
+    assert src.frames_skipped == 8
+    if realtime:  # paced at the kept frames' own times: 7 gaps of 50 ms
+        span = frames[-1].t_capture - frames[0].t_capture
+        assert 0.3 <= span <= 0.9, span
+
+
+def test_camera_max_fps_skips_by_arrival_time(cfg: SourceConfig) -> None:
+    """A fake camera that delivers frames as fast as it is read, capped at 20 fps: consecutive frames
+    come about 50 ms apart and the ones in between are counted as skipped."""
+    src = CameraSource(0, config_replace(cfg, max_fps=20.0), capture_factory=FakeCapture([10**7]))
+    frames = [src.read() for _ in range(4)]
+    src.close()
+    assert all(f is not None for f in frames)
+    gaps = np.diff([f.t_capture for f in frames if f is not None])
+    assert gaps.min() >= 0.035, gaps
+    assert src.frames_skipped > 0 and frames[-1] is not None and frames[-1].index > 3

@@ -78,11 +78,13 @@ def redact(text: str) -> str:
 class Source(abc.ABC):
     """A stream of Frames. ``read()`` blocks; None means the end (file over, ``stop`` set, closed).
 
-    ``decode_errors`` and ``reconnects`` count undecodable packets and reconnections since opening.
+    ``decode_errors`` and ``reconnects`` count undecodable packets and reconnections since opening;
+    ``frames_skipped`` the frames dropped at the source to keep to ``source.max_fps``.
     """
 
     decode_errors: int = 0
     reconnects: int = 0
+    frames_skipped: int = 0
 
     @property
     @abc.abstractmethod
@@ -106,6 +108,31 @@ class Source(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class RateCap:
+    """Keeps a source at or under ``max_fps`` (0 = no cap): ``admit(t)`` says whether the frame at
+    ``t`` seconds (media time for files, arrival time for live streams) is kept.
+
+    Kept frames follow a schedule one period apart, so 30 fps capped at 15 keeps every other frame
+    and the long-run rate never exceeds the cap; a frame up to a fifth of a period early still
+    counts as on time (arrival jitter), and after a gap of more than a period the schedule restarts.
+    """
+
+    EARLY = 0.2  # share of a period a frame may be early and still be kept
+
+    def __init__(self, max_fps: float) -> None:
+        self.period = 1.0 / max_fps if max_fps > 0 else 0.0
+        self._due: float | None = None
+
+    def admit(self, t: float) -> bool:
+        if not self.period:
+            return True
+        if self._due is not None and t < self._due - self.EARLY * self.period:
+            return False
+        late = self._due is None or t - self._due > self.period
+        self._due = (t if late else self._due) + self.period  # type: ignore[operator]
+        return True
 
 
 class DamagedStream(Exception):

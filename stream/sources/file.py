@@ -24,6 +24,7 @@ import av.error
 from stream.config import SourceConfig
 from stream.sources.base import (
     DamagedStream,
+    RateCap,
     Source,
     SourceError,
     SourceProperties,
@@ -61,7 +62,11 @@ _CAMERA = re.compile(r"^(\d+|/dev/video\d+)$")
 
 
 class FileSource(Source):
-    """Decodes a video file with PyAV, as fast as possible or paced at its own frame rate."""
+    """Decodes a video file with PyAV, as fast as possible or paced at its own frame rate.
+
+    With ``source.max_fps``, frames above the cap (by media time, so a paced and an offline read keep
+    the same frames) are skipped before their pixels are converted; ``index`` keeps counting them.
+    """
 
     def __init__(self, path: Path, cfg: SourceConfig, stop: threading.Event | None = None) -> None:
         self.name = str(path)
@@ -69,7 +74,10 @@ class FileSource(Source):
         self.reconnects = 0
         self._cfg = cfg
         self._stop = stop if stop is not None else threading.Event()
-        self._index = 0
+        self._index = 0  # frames decoded so far, skipped ones included
+        self._media_s = 0.0  # media time of the newest decoded frame since the first
+        self._cap = RateCap(cfg.max_fps)
+        self.frames_skipped = 0
         self._closed = False
         self._due: float | None = None  # monotonic time the next paced frame is due
         self._prev_pts_s: float | None = None
@@ -124,17 +132,25 @@ class FileSource(Source):
     def read(self) -> Frame | None:
         if self._closed or self._stop.is_set():
             return None
-        try:
-            vframe = next(self._frames, None)
-        except (av.error.FFmpegError, DamagedStream) as exc:
-            log.warning("%s: stopped reading at frame %d: %s", self.name, self._index, describe(exc))
-            vframe = None
-        if vframe is None:
-            self._finish()
-            return None
+        step = 0.0  # media time since the previous frame returned
+        while True:
+            try:
+                vframe = next(self._frames, None)
+            except (av.error.FFmpegError, DamagedStream) as exc:
+                log.warning("%s: stopped reading at frame %d: %s", self.name, self._index, describe(exc))
+                vframe = None
+            if vframe is None:
+                self._finish()
+                return None
+            dt = self._step(vframe.time)
+            self._span_s += dt
+            self._media_s += dt
+            step += dt
+            if self._cap.admit(self._media_s):
+                break
+            self.frames_skipped += 1
+            self._index += 1
         image = vframe.to_ndarray(format="bgr24")
-        step = self._step(vframe.time)
-        self._span_s += step
         if self._cfg.realtime and not self._pace(step):
             return None
         frame = Frame(

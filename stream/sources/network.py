@@ -27,6 +27,7 @@ import numpy as np
 from stream.config import SourceConfig
 from stream.sources.base import (
     DamagedStream,
+    RateCap,
     Source,
     SourceProperties,
     SourceStatus,
@@ -88,7 +89,9 @@ class LiveSource(Source):
         self._rng = rng if rng is not None else random.Random()
         self._handoff: queue.Queue[_Item] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
-        self._index = 0
+        self._index = 0  # frames received, skipped ones included
+        self._cap = RateCap(cfg.max_fps)
+        self.frames_skipped = 0
         self._ever_up = False
         self._properties = SourceProperties(name=self.name, is_live=True, realtime=True)
         self._fps: float | None = None  # the current connection's nominal rate, when it says
@@ -188,6 +191,15 @@ class LiveSource(Source):
             SourceStatus("source.online", {"width": int(w), "height": int(h), "reconnects": self.reconnects})
         )
 
+    def _admit(self) -> bool:
+        """False for a frame above ``source.max_fps`` (by arrival time): counted, never converted
+        or queued."""
+        if self._cap.admit(time.monotonic()):
+            return True
+        self.frames_skipped += 1
+        self._index += 1
+        return False
+
     def _frame(self, image: np.ndarray) -> Frame:
         frame = Frame(
             image=image, index=self._index, t_capture=time.monotonic(), utc_capture=time.time(), source=self.name
@@ -247,7 +259,8 @@ class NetworkSource(LiveSource):
             for vframe in frames:
                 # Each frame's own size: resolution may change mid-session while the codec
                 # context still reports the old one. PTS is ignored: it restarts on reconnect.
-                yield vframe.to_ndarray(format="bgr24")
+                if self._admit():
+                    yield vframe.to_ndarray(format="bgr24")
         except (av.error.ExitError, Stalled):
             # PyAV's read timeout fires the interrupt callback, which FFmpeg reports as "exit".
             raise Outage(f"stalled: no data for source.read_timeout_s={cfg.read_timeout_s}") from None
@@ -287,7 +300,8 @@ class CameraSource(LiveSource):
                 ok, image = cap.read()
                 if not ok or image is None:
                     raise Outage("camera returned no frame")
-                yield _as_bgr(np.asarray(image))
+                if self._admit():
+                    yield _as_bgr(np.asarray(image))
         finally:
             cap.release()
 
