@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -102,7 +102,10 @@ class Pipeline:
 
     def detect(self, frame: Frame) -> Detected:
         t0 = time.perf_counter()
-        segmap = self.segmenter.segment(frame.image)
+        if frame.analysis is not None:  # scaled by the decoder already: the segmenter only reads it
+            segmap = replace(self.segmenter.segment(frame.analysis), source_size=frame.size)
+        else:
+            segmap = self.segmenter.segment(frame.image)
         t1 = time.perf_counter()
         detections, zones = self.zones.apply(self.boxes.extract(segmap))
         return Detected(frame, detections, (t1 - t0) * 1000.0, _ms(t1), zones)
@@ -155,6 +158,14 @@ class Pipeline:
             segment=detected.segment_ms, boxes=detected.boxes_ms, track=(t1 - t0) * 1000.0, classify=(t2 - t1) * 1000.0
         )
         return FrameResult(frame, dets, tuple(views), tuple(events), times)
+
+    def analysis_size(self) -> tuple[int, int] | None:
+        """(width, height) the segmenter takes its input at, when it says (sources scale frames to
+        it as they decode them); None: frames go to the segmenter at their own size."""
+        size = getattr(self.segmenter, "input_size", None)
+        if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+            return size[1], size[0]
+        return None
 
     def warm_up(self, size: tuple[int, int] = (640, 480)) -> None:
         """Run segment, boxes and track once on a blank frame so that JIT compilation and the first

@@ -195,6 +195,7 @@ class Runtime:
         self._failure = None
         realtime = self.policy is Policy.DROP_OLDEST
         fps = self.source.properties.fps or DEFAULT_FPS
+        self.source.analysis_size = self.pipeline.analysis_size()  # large frames scaled as decoded
         self.pipeline.start(background=self.threaded and realtime, fps=None if realtime else fps)
         try:
             if self.threaded:

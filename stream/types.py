@@ -54,6 +54,9 @@ class Frame:
     t_capture: monotonic seconds when the frame left the decoder.
     utc_capture: the same instant as seconds since the epoch.
     source: the source's name with credentials redacted.
+    analysis: None, or uint8 [h, w, 3] BGR: the same picture already scaled to the segmenter's input
+        size by the decoder's scaler (``Source.analysis_size``), so large frames are resized once, on
+        the capture thread; crops and the overlay still use ``image``.
     """
 
     image: np.ndarray
@@ -61,11 +64,14 @@ class Frame:
     t_capture: float
     utc_capture: float
     source: str
+    analysis: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check("Frame.image", self.image, np.uint8, 3)
         if self.image.shape[2] != 3:
             raise ValueError(f"Frame.image: expected 3 channels (BGR), found {self.image.shape[2]}")
+        if self.analysis is not None:
+            _check("Frame.analysis", self.analysis, np.uint8, 3)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -239,3 +239,28 @@ def test_baskets_follow_the_item_events_and_finish_closes_the_basket():
     assert len(closed) == 1 and closed[0]["reason"] == "end_of_stream" and events[-1] is closed[0]
     assert [line["product"] for line in closed[0]["receipt"]["items"]] == ["blue-thing", "red-thing"]
     assert replay(events) == closed[0]["receipt"]
+
+
+def test_a_pre_scaled_analysis_image_gives_boxes_in_full_frame_pixels():
+    class ShapeCheck:
+        def __init__(self):
+            self.seen = []
+
+        def segment(self, image):
+            from stream.types import SegMap  # noqa: PLC0415
+
+            self.seen.append(image.shape)
+            classes = np.zeros(image.shape[:2], np.uint8)
+            classes[6:12, 8:16] = 1
+            return SegMap(classes, np.ones(image.shape[:2], np.float32), ("background", "item"), (1, 1))
+
+    cfg = load_config()
+    from stream.stages.boxes import BoxExtractor  # noqa: PLC0415
+
+    seg = ShapeCheck()
+    pipe = Pipeline(seg, BoxExtractor(cfg.boxes), Tracker(cfg.track), Classifier(cfg.classify, None, None), None)
+    full = np.zeros((240, 320, 3), np.uint8)
+    small = np.zeros((24, 32, 3), np.uint8)
+    d = pipe.detect(Frame(full, 0, 0.0, 0.0, "s", analysis=small))
+    assert seg.seen == [(24, 32, 3)]  # the segmenter read the small image only
+    assert d.detections.xyxy.tolist() == [[80.0, 60.0, 160.0, 120.0]]  # boxes at the full frame's scale

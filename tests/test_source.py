@@ -479,3 +479,17 @@ def test_camera_max_fps_skips_by_arrival_time(cfg: SourceConfig) -> None:
     gaps = np.diff([f.t_capture for f in frames if f is not None])
     assert gaps.min() >= 0.035, gaps
     assert src.frames_skipped > 0 and frames[-1] is not None and frames[-1].index > 3
+
+
+def test_analysis_size_scales_larger_frames_as_they_are_decoded(videos: dict[str, Path], cfg: SourceConfig) -> None:
+    """The decoder's scaler hands each frame larger than analysis_size also at that size, close to
+    OpenCV's area resize of the full frame (what the segmenter would do); smaller frames get none."""
+    src = open_source(str(videos["mp4"]), cfg)
+    src.analysis_size = (80, 60)
+    frames = read_all(src)
+    assert frames and all(f.analysis is not None and f.analysis.shape == (60, 80, 3) for f in frames)
+    ref = cv2.resize(frames[3].image, (80, 60), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(frames[3].analysis.astype(int) - ref).mean() < 6  # type: ignore[union-attr]
+    big = open_source(str(videos["mp4"]), cfg)
+    big.analysis_size = (W * 2, H * 2)
+    assert all(f.analysis is None for f in read_all(big))

@@ -1,7 +1,10 @@
 """The operator's view: each item outlined and lightly tinted in its track's colour, a label chip per
 item (id, product, score) that never covers another chip, and a status line (FPS, latency, drops).
 
-Drawn once per output frame by the runtime and shared by every output (window, recorder, live view).
+Drawn once per output frame by the runtime and shared by every output (window, recorder, live view),
+and only when one of them consumes it. The tint and outlines are computed inside each item's box, not
+over the whole frame, so a 1080p frame with a few items costs about what a small one does; with
+``max_width`` a wide frame is first scaled down and drawn at that (display) width.
 """
 
 from __future__ import annotations
@@ -65,16 +68,24 @@ class Overlay:
         self.cfg = cfg
         self.zones = tuple(zones)
 
-    def draw(self, result: FrameResult, status: str = "") -> np.ndarray:
-        """The annotated BGR image (a new array); ``status`` is a line for the top-left corner."""
-        image = result.frame.image.copy()
+    def draw(self, result: FrameResult, status: str = "", max_width: int | None = None) -> np.ndarray:
+        """The annotated BGR image (a new array); ``status`` is a line for the top-left corner.
+        ``max_width``: a wider frame is scaled down to it first and everything drawn at that size
+        (a live view or a small window need no more)."""
+        src = result.frame.image
+        f = 1.0
+        if max_width is not None and src.shape[1] > max_width:
+            f = max_width / src.shape[1]
+            image = cv2.resize(src, (max_width, max(1, round(src.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        else:
+            image = src.copy()
         h, w = image.shape[:2]
         inst = result.detections.instance_map
         views = [v for v in result.tracks if v.detection_index >= 0]
         if views and inst.size > 1:
             self._tint_and_outline(image, inst, views)
         for zone in self.zones:  # counting zones: items outside them are not reported
-            pts = np.round(zone.polygon).astype(np.int32)
+            pts = np.round(np.asarray(zone.polygon) * f).astype(np.int32)
             cv2.polylines(image, [pts], True, _ZONE_COLOUR, 1, cv2.LINE_AA)
             x, y = int(pts[:, 0].min()), int(pts[:, 1].min())
             cv2.putText(image, zone.name, (x + _PAD, y + 4 * _PAD), _FONT, _SCALE, _ZONE_COLOUR, 1, cv2.LINE_AA)
@@ -86,7 +97,7 @@ class Overlay:
             taken.append(rect)
         for view in result.tracks:
             colour = track_colour(view.track_id)
-            x1, y1, x2, y2 = (int(round(v)) for v in view.xyxy)
+            x1, y1, x2, y2 = (int(round(v * f)) for v in view.xyxy)
             cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour, 1, cv2.LINE_AA)
             text = label_text(view.track_id, view.label)
             (tw, th), base = cv2.getTextSize(text, _FONT, _SCALE, 1)
@@ -96,24 +107,34 @@ class Overlay:
         return image
 
     def _tint_and_outline(self, image: np.ndarray, inst: np.ndarray, views: list) -> None:
+        """Tint (``mask_alpha``) and outline each view's item, working inside its box only. The mask
+        is upscaled exactly as a nearest-neighbour resize of the whole map would be (OpenCV's rule:
+        destination pixel x reads source pixel floor(x * src / dst))."""
         h, w = image.shape[:2]
-        sx, sy = w / inst.shape[1], h / inst.shape[0]
-        if self.cfg.mask_alpha > 0:
-            lut = np.zeros((int(inst.max()) + 1, 3), np.uint8)
-            for view in views:
-                if view.detection_index + 1 < len(lut):
-                    lut[view.detection_index + 1] = track_colour(view.track_id)
-            small = lut[inst]
-            # Blend at full size, then copy only the painted pixels (cv2.copyTo with a mask is far
-            # cheaper than numpy boolean indexing over the frame).
-            tint = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-            painted = cv2.resize(small.any(axis=2).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-            blend = cv2.addWeighted(image, 1 - self.cfg.mask_alpha, tint, self.cfg.mask_alpha, 0)
-            cv2.copyTo(blend, painted, image)
+        ih, iw = inst.shape
+        sx, sy = w / iw, h / ih
         scale = np.array([sx, sy], np.float32)
+        items = []  # (view, label, r0, r1, c0, c1): the item's box in map pixels
         for view in views:
-            mask = (inst == view.detection_index + 1).astype(np.uint8)
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            label = view.detection_index + 1
+            rows, cols = np.nonzero(inst == label)
+            if len(rows):
+                items.append((view, label, int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1))
+        for view, label, r0, r1, c0, c1 in items if self.cfg.mask_alpha > 0 else ():
+            # the destination pixels whose nearest source pixel lies in [c0, c1) x [r0, r1)
+            x0, x1 = int(np.ceil(c0 * sx)), min(w, int(np.ceil(c1 * sx)))
+            y0, y1 = int(np.ceil(r0 * sy)), min(h, int(np.ceil(r1 * sy)))
+            xs = np.minimum(np.floor(np.arange(x0, x1) * (iw / w)).astype(np.int64), iw - 1)
+            ys = np.minimum(np.floor(np.arange(y0, y1) * (ih / h)).astype(np.int64), ih - 1)
+            mask = (inst[ys[:, None], xs[None, :]] == label).astype(np.uint8)
+            roi = image[y0:y1, x0:x1]
+            tint = np.empty_like(roi)
+            tint[:] = track_colour(view.track_id)
+            blend = cv2.addWeighted(roi, 1 - self.cfg.mask_alpha, tint, self.cfg.mask_alpha, 0)
+            cv2.copyTo(blend, mask, roi)
+        for view, label, r0, r1, c0, c1 in items:  # outlines after every tint (one may cross another item)
+            sub = np.ascontiguousarray((inst[r0:r1, c0:c1] == label).astype(np.uint8))
+            contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(c0, r0))
             pts = [np.round((c.reshape(-1, 2) + 0.5) * scale).astype(np.int32) for c in contours]
             cv2.polylines(image, pts, True, track_colour(view.track_id), 2, cv2.LINE_AA)
 

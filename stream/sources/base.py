@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import av
 import av.error
+import numpy as np
 
 from stream.config import SourceConfig
 from stream.types import Frame
@@ -80,11 +81,16 @@ class Source(abc.ABC):
 
     ``decode_errors`` and ``reconnects`` count undecodable packets and reconnections since opening;
     ``frames_skipped`` the frames dropped at the source to keep to ``source.max_fps``.
+
+    ``analysis_size`` (width, height), set by the runtime before the first ``read()``: a source that
+    decodes with FFmpeg also hands each larger frame scaled to that size (``Frame.analysis``, by the
+    decoder's own scaler, straight from YUV), so the segmenter never resizes a 1080p frame itself.
     """
 
     decode_errors: int = 0
     reconnects: int = 0
     frames_skipped: int = 0
+    analysis_size: tuple[int, int] | None = None
 
     @property
     @abc.abstractmethod
@@ -190,6 +196,17 @@ def decode_video(
             in_row += 1
             if in_row >= MAX_ERRORS_IN_ROW:
                 raise DamagedStream(f"{in_row} packets in a row could not be read") from None
+
+
+def analysis_image(vframe: Any, size: tuple[int, int] | None) -> np.ndarray | None:
+    """``vframe`` (an ``av.VideoFrame``) scaled down to ``size`` (w, h) as BGR by FFmpeg's scaler
+    (area averaging, like the segmenter's own resize), or None when it is no larger than ``size``."""
+    if size is None or (vframe.width <= size[0] and vframe.height <= size[1]):
+        return None
+    small: np.ndarray = vframe.reformat(
+        width=size[0], height=size[1], format="bgr24", interpolation="AREA"
+    ).to_ndarray()
+    return small
 
 
 def describe(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ from stream.sources.base import (
     SourceError,
     SourceProperties,
     StatusCallback,
+    analysis_image,
     configure_decoder,
     decode_video,
     describe,
@@ -151,10 +152,16 @@ class FileSource(Source):
             self.frames_skipped += 1
             self._index += 1
         image = vframe.to_ndarray(format="bgr24")
+        small = analysis_image(vframe, self.analysis_size)
         if self._cfg.realtime and not self._pace(step):
             return None
         frame = Frame(
-            image=image, index=self._index, t_capture=time.monotonic(), utc_capture=time.time(), source=self.name
+            image=image,
+            index=self._index,
+            t_capture=time.monotonic(),
+            utc_capture=time.time(),
+            source=self.name,
+            analysis=small,
         )
         self._index += 1
         return frame

@@ -33,6 +33,7 @@ from stream.sources.base import (
     SourceStatus,
     Stalled,
     StatusCallback,
+    analysis_image,
     configure_decoder,
     decode_video,
     describe,
@@ -67,8 +68,9 @@ def backoff_delay(attempt: int, cfg: SourceConfig, u: float) -> float:
 class LiveSource(Source):
     """Connect -> frames -> outage -> backoff -> connect ..., on a worker thread, until stopped.
 
-    Subclasses implement ``_images()``: connect, yield BGR uint8 images, raise Outage (or return, a
-    clean end) when the stream goes down, and release the device in ``finally``.
+    Subclasses implement ``_images()``: connect, yield (BGR uint8 image, the same scaled to
+    ``analysis_size`` or None), raise Outage (or return, a clean end) when the stream goes down, and
+    release the device in ``finally``.
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class LiveSource(Source):
         return self._properties
 
     @abc.abstractmethod
-    def _images(self) -> Iterator[np.ndarray]: ...
+    def _images(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]: ...
 
     def read(self) -> Frame | None:
         if self._thread is None and not self._halted():
@@ -155,12 +157,12 @@ class LiveSource(Source):
         while not self._halted():
             reason = "end of stream"  # a live source that ends cleanly is an outage too
             try:
-                for image in self._images():
+                for image, small in self._images():
                     if attempt >= 0:  # first frame of this connection
                         attempt = -1
                         if not self._went_online(image):
                             return
-                    if not self._deliver(self._frame(image)):
+                    if not self._deliver(self._frame(image, small)):
                         return
             except Outage as exc:
                 reason = str(exc)
@@ -200,9 +202,14 @@ class LiveSource(Source):
         self._index += 1
         return False
 
-    def _frame(self, image: np.ndarray) -> Frame:
+    def _frame(self, image: np.ndarray, small: np.ndarray | None = None) -> Frame:
         frame = Frame(
-            image=image, index=self._index, t_capture=time.monotonic(), utc_capture=time.time(), source=self.name
+            image=image,
+            index=self._index,
+            t_capture=time.monotonic(),
+            utc_capture=time.time(),
+            source=self.name,
+            analysis=small,
         )
         self._index += 1
         return frame
@@ -235,7 +242,7 @@ class NetworkSource(LiveSource):
         self.decode_errors += 1
         log.debug("%s: undecodable packet: %s", self.name, describe(exc))
 
-    def _images(self) -> Iterator[np.ndarray]:
+    def _images(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         cfg = self._cfg
         try:
             container = av.open(self._url, options=self._options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
@@ -260,7 +267,7 @@ class NetworkSource(LiveSource):
                 # Each frame's own size: resolution may change mid-session while the codec
                 # context still reports the old one. PTS is ignored: it restarts on reconnect.
                 if self._admit():
-                    yield vframe.to_ndarray(format="bgr24")
+                    yield vframe.to_ndarray(format="bgr24"), analysis_image(vframe, self.analysis_size)
         except (av.error.ExitError, Stalled):
             # PyAV's read timeout fires the interrupt callback, which FFmpeg reports as "exit".
             raise Outage(f"stalled: no data for source.read_timeout_s={cfg.read_timeout_s}") from None
@@ -289,7 +296,7 @@ class CameraSource(LiveSource):
         self._device = device
         self._factory = capture_factory
 
-    def _images(self) -> Iterator[np.ndarray]:
+    def _images(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         cap = self._factory(self._device)
         try:
             if not cap.isOpened():
@@ -300,8 +307,8 @@ class CameraSource(LiveSource):
                 ok, image = cap.read()
                 if not ok or image is None:
                     raise Outage("camera returned no frame")
-                if self._admit():
-                    yield _as_bgr(np.asarray(image))
+                if self._admit():  # OpenCV gives BGR at full size only: the segmenter scales it
+                    yield _as_bgr(np.asarray(image)), None
         finally:
             cap.release()
 
