@@ -369,6 +369,17 @@ def load_lanes(
                     f"{where}: lane '{lane.name}': {key} is {_get(lane.config, key)!r} but lane "
                     f"'{lanes[0].name}' has {_get(first, key)!r}; it is one setting for the whole process"
                 )
+    # Lanes with the same events section share its sinks; different sections get sinks of their own,
+    # which must not write one on-disk spool.
+    spools: dict[str, tuple[str, EventsConfig]] = {}
+    for lane in lanes:
+        ev = lane.config.events
+        other = spools.setdefault(ev.spool_dir, (lane.name, ev)) if ev.spool_dir else None
+        if other is not None and other[1] != ev:
+            raise ConfigError(
+                f"{where}: lane '{lane.name}' has other events settings than lane '{other[0]}' but the same "
+                f"events.spool_dir {ev.spool_dir!r}; give each its own spool_dir, or the same events section"
+            )
     return lanes
 
 

@@ -68,6 +68,11 @@ def lanes_file(tmp_path: Path, text: str) -> Path:
             "lanes: [{name: a, source: a.mp4, segment: {batch_window_ms: 5}}, {name: b, source: b.mp4}]\n",
             ("lane 'b'", "segment.batch_window_ms"),
         ),
+        (
+            "events: {spool_dir: /tmp/spool}\n"
+            "lanes: [{name: a, source: a.mp4}, {name: b, source: b.mp4, events: {sinks: ['mqtt://h']}}]\n",
+            ("lane 'b'", "lane 'a'", "events.spool_dir"),
+        ),
     ],
 )
 def test_a_bad_lanes_file_is_one_error_naming_the_lane_and_key(tmp_path: Path, text: str, needles: tuple) -> None:
