@@ -74,6 +74,16 @@ def write_summary(summary: dict[str, Any], out: IO[str]) -> None:
         f"{summary['events']} events",
         file=out,
     )
+    if summary.get("frames_skipped"):
+        print(f"skipped at the source (source.max_fps): {summary['frames_skipped']} frames", file=out)
+    cls = summary.get("classify") or {}
+    if cls.get("crops_embedded"):
+        print(
+            f"classify ({cls['mode']}): {cls['crops_embedded']} crops in {cls['batches']} batches, "
+            f"embed p50 {cls['embed_ms']['p50']:.0f} ms a batch, label lag p50 {cls['label_lag_ms']['p50']:.0f} ms "
+            f"(crop cut -> label applied), {cls['deferred']} held back by a full queue",
+            file=out,
+        )
     print(f"{'stage':<10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}", file=out)
     rows = list(summary["stage_ms"].items()) + [("frame age", summary["frame_age_ms"])]
     for name, p in rows:
