@@ -36,6 +36,7 @@ import av
 import cv2
 import numpy as np
 import onnxruntime as ort
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -132,6 +133,9 @@ def bench_segment(frames: list[np.ndarray], repeats: int) -> list[dict[str, Any]
     return rows
 
 
+SETTINGS: dict[str, Any] = {}  # --set KEY=VALUE: config keys for every lane (and every process)
+
+
 def lane_specs(tmp: Path, clip: Path, n: int, window_ms: float, threads: int) -> list[LaneSpec]:
     body = "".join(f"  - {{name: lane-{i + 1}, source: '{clip}'}}\n" for i in range(n))
     path = tmp / f"lanes-{n}.yaml"
@@ -139,14 +143,21 @@ def lane_specs(tmp: Path, clip: Path, n: int, window_ms: float, threads: int) ->
         "runtime: {stats_interval_s: 0}\nsource: {realtime: true}\n"
         f"segment: {{batch_window_ms: {window_ms}, model: {{intra_op_threads: {threads}}}}}\nlanes:\n{body}"
     )
-    return load_lanes(path)
+    return load_lanes(path, overrides=SETTINGS)
 
 
 def run_processes(tmp: Path, clip: Path, catalog: Path, n: int) -> tuple[dict[str, dict[str, Any]], None]:
     """N separate ``checkout-stream run`` processes, one lane each (each loads its own models); their
     run.summary events. Started together; model loading staggers their starts by well under a second."""
     cfg = tmp / "quiet.yaml"
-    cfg.write_text("runtime: {stats_interval_s: 0}\n")
+    nested: dict[str, Any] = {"runtime": {"stats_interval_s": 0}}
+    for dotted, value in SETTINGS.items():
+        *heads, last = dotted.split(".")
+        node = nested
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    cfg.write_text(json.dumps(nested) + "\n")  # JSON is YAML
     procs = []
     for i in range(n):
         events = tmp / f"proc-{n}-{i + 1}.jsonl"
@@ -291,7 +302,14 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=15, help="repeats of the segmentation micro-benchmark")
     ap.add_argument("--min-lanes", type=int, default=4, help="always measure up to this many lanes (default 4)")
     ap.add_argument("--modes", nargs="+", default=list(MODES)[:3], choices=list(MODES))
+    ap.add_argument("--out", default="lanes", help="results name: benchmarks/results/OUT.json and OUT.png")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config keys for every lane (YAML values)"
+    )
     args = ap.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        SETTINGS[key] = yaml.safe_load(value)
 
     info = versions()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -343,10 +361,11 @@ def main() -> int:
         "lanes": rows,
         "limit_ms": args.limit_ms,
         "seconds": args.seconds,
+        "settings": SETTINGS,
     }
-    (RESULTS / "lanes.json").write_text(json.dumps(doc, indent=2) + "\n")
-    plot(rows, RESULTS / "lanes.png", args.limit_ms)
-    print(f"wrote {RESULTS / 'lanes.json'} and {RESULTS / 'lanes.png'}")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    plot(rows, RESULTS / f"{args.out}.png", args.limit_ms)
+    print(f"wrote {RESULTS / args.out}.json and .png")
     return 0
 
 
