@@ -210,7 +210,8 @@ def run(cfg: Config, open_source: OpenSource, options: RunOptions, stop: threadi
         )
         if http is not None:
             draw = rt.overlay or Overlay(cfg.overlay, rt.pipeline.zones.zones)
-            http.attach(rt, sinks, lane_identity(rt.pipeline.segmenter, embedder, catalog), draw=draw)
+            identity = lane_identity(rt.pipeline.segmenter, embedder, catalog)
+            http.attach(rt, sinks, identity, draw=draw, baskets=rt.pipeline.baskets)
             rt.observer = http
         stack.callback(rt.source.close)
         summary = rt.run()

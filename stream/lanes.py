@@ -252,7 +252,11 @@ class _LanesRun:
             if http_lane is not None:
                 draw = Overlay(lane.config.overlay, rt.pipeline.zones.zones)
                 http_lane.attach(
-                    rt, _SinkStats(own, lane_set), lane_identity(rt.pipeline.segmenter, embedder, cat), draw=draw
+                    rt,
+                    _SinkStats(own, lane_set),
+                    lane_identity(rt.pipeline.segmenter, embedder, cat),
+                    draw=draw,
+                    baskets=rt.pipeline.baskets,
                 )
                 rt.observer = http_lane
             try:

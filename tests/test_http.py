@@ -437,3 +437,43 @@ def test_cli_bad_http_bind_is_a_one_line_error(bind, message, capsys, monkeypatc
     assert cli_main(["run", "missing.mp4", "--no-display", "--http", bind, "--events", "jsonl:/dev/null"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def post(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(url, data=b"", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_basket_close_is_a_post_that_asks_the_lane_and_needs_the_token():
+    class Baskets:
+        basket_id: str | None = None
+        asked = 0
+
+        def request_close(self) -> None:
+            self.asked += 1
+
+    class Runtime:
+        stats = RunStats()
+
+    ln = LaneHttp(http_cfg(bind="127.0.0.1:0"), token="s3cret").start()
+    try:
+        assert post(ln.url + "/api/basket/close", "s3cret")[0] == 409  # not built yet: no baskets
+        baskets = Baskets()
+        ln.attach(Runtime(), SinkSet([MemorySink()]), baskets=baskets)
+        assert post(ln.url + "/api/basket/close")[0] == 401
+        code, body = post(ln.url + "/api/basket/close", "s3cret")
+        assert (code, body["closing"], baskets.asked) == (200, False, 0)  # nothing open: nothing to close
+        baskets.basket_id = "b-1"
+        code, body = post(ln.url + "/api/basket/close?lane=default", "s3cret")
+        assert (code, body["basket_id"], body["closing"], baskets.asked) == (202, "b-1", True, 1)
+        code, headers, _ = get(ln.url + "/api/basket/close", "s3cret")
+        assert code == 405 and headers["Allow"] == "POST"
+        assert post(ln.url + "/api/state", "s3cret")[0] == 405
+        assert post(ln.url + "/api/basket/close?lane=other", "s3cret")[0] == 404
+    finally:
+        ln.close()

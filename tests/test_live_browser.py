@@ -139,3 +139,38 @@ def test_run_on_a_real_clip_serves_the_four_endpoints_and_a_moving_live_view(tmp
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.data
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"{CLIP} is absent (../shared/data)")
+def test_post_basket_close_ends_the_open_basket_of_a_real_run(tmp_path):
+    """The POS closes the basket over HTTP in the middle of a live-paced real clip: the run emits
+    basket.closed with reason api and its receipt, and the next item opens a new basket."""
+    events = tmp_path / "events.jsonl"
+    proc, url = _start_run(
+        ["run", str(CLIP), "--realtime", "--no-display", "--http", "127.0.0.1:0", "--events", f"jsonl:{events}"],
+        tmp_path / "stderr.txt",
+    )
+
+    def read() -> list[dict]:
+        return [json.loads(line) for line in events.read_text().splitlines() if line.endswith("}")]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["type"] == "basket.item_added" for e in read()):
+            assert time.monotonic() < deadline and proc.poll() is None, "no basket opened"
+            time.sleep(0.1)
+        req = urllib.request.Request(url + "/api/basket/close", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert r.status == 202 and answer["closing"]
+        while not any(e["type"] == "basket.closed" for e in read()):
+            assert time.monotonic() < deadline, "the basket never closed"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    closed = [e for e in read() if e["type"] == "basket.closed"]
+    assert closed[0]["basket_id"] == answer["basket_id"] and closed[0]["reason"] == "api"
+    assert closed[0]["receipt"]["items"] or closed[0]["receipt"]["unknown_items"]

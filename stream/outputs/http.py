@@ -1,9 +1,9 @@
 """The operations HTTP server of a lane (or several: ``?lane=NAME``): /healthz, /readyz, /metrics, /live,
-/api/state, /api/frame.jpg.
+/api/state, /api/frame.jpg, and ``POST /api/basket/close`` (the POS or an attendant ends a basket).
 
-Why the standard library's ``ThreadingHTTPServer`` and not a framework: six GET routes, no request
-bodies, no templates and no async code elsewhere in the process; a framework would add a dependency
-and an event loop for nothing. Prometheus exposition comes from ``prometheus_client`` (its encoder
+Why the standard library's ``ThreadingHTTPServer`` and not a framework: six GET routes and one POST
+without a body, no templates and no async code elsewhere in the process; a framework would add a
+dependency and an event loop for nothing. Prometheus exposition comes from ``prometheus_client`` (its encoder
 and content negotiation), so the only hand-written parts are routing and the limits below.
 
 Limits, so the server can never slow the frame loop or pile up work:
@@ -47,6 +47,7 @@ _BUSY = (
     b'Retry-After: 1\r\n\r\n{"error": "busy: too many requests at once"}\n'
 )
 _PUBLIC = frozenset({"/", "/live", "/live.js"})
+_POST = frozenset({"/api/basket/close"})
 _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' blob:; "
     "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -77,6 +78,7 @@ class StateProvider(Protocol):
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
     def state(self) -> dict[str, Any]: ...
     def picture(self) -> Picture | None: ...
+    def close_basket(self) -> tuple[int, dict[str, Any]]: ...
 
 
 # A provider may also route ``?lane=NAME`` (``stream.outputs.lane``): ``select(name)`` -> that lane's
@@ -131,6 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self.server.owner.handle(self, head=True)
+
+    def do_POST(self) -> None:
+        self.server.owner.handle(self, head=False, post=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s: " + format, self.address_string(), *args)
@@ -196,7 +201,7 @@ class HttpServer:
         self.close()
 
     # -- requests (one of the server's threads) -------------------------------------------------
-    def handle(self, req: _Handler, head: bool) -> None:
+    def handle(self, req: _Handler, head: bool, post: bool = False) -> None:
         url = urlsplit(req.path)
         path = url.path
         if self._token and path not in _PUBLIC and not self._authorised(req.headers.get("Authorization", "")):
@@ -209,9 +214,17 @@ class HttpServer:
             )
             return
         p = self._lane_provider(req, path, parse_qs(url.query).get("lane", [None])[0], head)
-        if p is None:
-            return
-        if path == "/healthz":
+        if p is not None:
+            self._route(req, p, path, head, post)
+
+    def _route(self, req: _Handler, p: Any, path: str, head: bool, post: bool) -> None:
+        if post != (path in _POST):
+            allow = "POST" if path in _POST else "GET, HEAD"
+            self._json(req, 405, {"error": f"{path} answers {allow}"}, head, extra={"Allow": allow})
+        elif path == "/api/basket/close":
+            code, body = p.close_basket()
+            self._json(req, code, body, head)
+        elif path == "/healthz":
             self._json(req, 200, {"status": "alive", "uptime_s": round(time.monotonic() - self.started, 3)}, head)
         elif path == "/readyz":
             ready, body = p.readiness()
@@ -240,6 +253,7 @@ class HttpServer:
                 {
                     "error": f"no such page {path}",
                     "pages": ["/healthz", "/readyz", "/metrics", "/live", "/api/state", "/api/frame.jpg"],
+                    "post": sorted(_POST),
                 },
                 head,
             )

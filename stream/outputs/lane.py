@@ -49,6 +49,14 @@ class SinkStatsLike(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
+class BasketsLike(Protocol):
+    """What ``POST /api/basket/close`` needs of ``stream.baskets.Baskets`` (any thread)."""
+
+    basket_id: str | None
+
+    def request_close(self) -> None: ...
+
+
 class LaneState:
     """The ``StateProvider`` of one lane: a ``LiveView`` and its ``LaneMetrics``, plus the readiness
     rule: models loaded, the source online (a file with no status counts while frames flow) and a
@@ -68,6 +76,7 @@ class LaneState:
     ) -> None:
         self.cfg = cfg
         self.lane = lane
+        self.baskets: BasketsLike | None = None  # set once the lane is built (``LaneHttp.attach``)
         self.view = view
         self._counters = counters
         self._models_loaded = models_loaded
@@ -123,6 +132,19 @@ class LaneState:
 
     def picture(self) -> Picture | None:
         return self.view.jpeg()
+
+    def close_basket(self) -> tuple[int, dict[str, Any]]:
+        """``POST /api/basket/close``: ask the lane to close its open basket (reason ``api``). The
+        close is made on the lane's own thread at its next frame, so the answer is 202 (accepted) and
+        ``basket.closed`` with the receipt arrives on the event sinks; 409 when baskets are off."""
+        baskets = self.baskets
+        if baskets is None:
+            return 409, {"error": "this lane keeps no baskets (basket.enabled is false)", "lane": self.lane}
+        open_id = baskets.basket_id
+        if open_id is None:
+            return 200, {"lane": self.lane, "basket_id": None, "closing": False, "reason": "no basket is open"}
+        baskets.request_close()
+        return 202, {"lane": self.lane, "basket_id": open_id, "closing": True}
 
     def select(self, lane: str) -> LaneState | None:
         """This lane's state when ``lane`` names it (``?lane=NAME`` on any route), else None."""
@@ -195,10 +217,13 @@ class LaneHttp:
         sinks: SinkStatsLike,
         identity: Mapping[str, Any] | None = None,
         draw: DrawerLike | None = None,
+        baskets: BasketsLike | None = None,
     ) -> None:
         """The lane is built: read its counters from ``runtime.stats`` and its sinks' ``stats()``;
-        ``draw`` is the overlay for frames the view draws itself (with the runtime's status line)."""
+        ``draw`` is the overlay for frames the view draws itself (with the runtime's status line);
+        ``baskets`` the lane's basket layer, for ``POST /api/basket/close``."""
         self.metrics.identity = dict(identity or {})
+        self.state.baskets = baskets
         self._sinks = sinks
         if draw is not None:
             self.view.draw = lambda result: draw.draw(result, runtime.status_line())
@@ -302,6 +327,9 @@ class LanesState:
     def picture(self) -> Picture | None:
         first = self.default_lane
         return self._lanes[first].picture() if first is not None else None
+
+    def close_basket(self) -> tuple[int, dict[str, Any]]:
+        return 400, {"error": "several lanes: name one with ?lane=NAME", "lanes": self.lane_names()}
 
 
 class LanesHttp:
