@@ -20,6 +20,9 @@ _EXPORTS = {
     "Config": "stream.config",
     "ConfigError": "stream.config",
     "load_config": "stream.config",
+    "load_lanes": "stream.config",
+    "LaneSpec": "stream.config",
+    "run_lanes": "stream.lanes",
     "build_runtime": "stream.app",
     "load_recognition": "stream.app",
     "Runtime": "stream.runtime",
@@ -46,6 +49,7 @@ __all__ = [
     "Frame",
     "FrameResult",
     "Label",
+    "LaneSpec",
     "Match",
     "MemorySink",
     "Pipeline",
@@ -58,8 +62,10 @@ __all__ = [
     "Tracks",
     "build_runtime",
     "load_config",
+    "load_lanes",
     "load_recognition",
     "open_source",
+    "run_lanes",
 ]
 
 
