@@ -7,8 +7,11 @@ On top of CompositeMaker's products and counters, a realistic composite adds, fr
   and frames of real video clips;
 - items textured with crops of real grocery photos (so an item interior has the edges of printed
   panels, caps and labels of other colours, and stays one item);
-and procedural realism: wood grain, hard cast shadows (never items), specular highlights on items, and
-printed text overlays such as a camera's timestamp (drawn over the frame, labels unchanged).
+and procedural realism: wood grain, hard cast shadows (the item's own silhouette under one lamp, and
+shadows of things out of view; never items), items cut by the frame's edge, printed packaging on items
+(panels, logo discs, barcodes, words), caps and end bands of another colour and clear bodies that show
+the counter (each still one item), specular highlights, and printed text overlays such as a camera's
+timestamp (drawn over the frame, labels unchanged).
 
 The validation sets (hands VALIDATION split, real/topdown-products) are never read here.
 """
@@ -224,6 +227,142 @@ def darken(image: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
     image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * (1.0 - a)).astype(np.uint8)
 
 
+def _contrast_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A packaging colour: often saturated, sometimes white, black or a pale panel colour."""
+    u = rng.random()
+    if u < 0.2:
+        v = int(rng.integers(200, 256))
+        return (v, v, v)
+    if u < 0.35:
+        v = int(rng.integers(0, 50))
+        return (v, v, v)
+    hsv = np.array([[[rng.integers(0, 180), rng.integers(80, 256), rng.integers(90, 256)]]], np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def printed_panels(rng: np.random.Generator, img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Packaging print on an item (in place on a copy): panels of another colour, a white
+    nutrition panel with lines of text, a bold logo disc, a barcode, words. Inner colour edges
+    the segmenter must not take for item outlines: the whole shape stays one item."""
+    out = np.ascontiguousarray(img).copy()
+    h, w = alpha.shape
+    if h < 12 or w < 12:
+        return out
+    for _ in range(int(rng.integers(1, 5))):
+        kind = rng.random()
+        col = _contrast_colour(rng)
+        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if kind < 0.35:  # a rectangular panel, maybe rotated
+            bw, bh = int(w * rng.uniform(0.2, 0.8)), int(h * rng.uniform(0.1, 0.6))
+            box = cv2.boxPoints(((cx, cy), (bw, bh), float(rng.uniform(-30, 30)) if rng.random() < 0.4 else 0.0))
+            cv2.fillPoly(out, [box.astype(np.int32)], col, cv2.LINE_AA)
+            if rng.random() < 0.5:  # text lines on the panel
+                tcol = (0, 0, 0) if sum(col) > 380 else (255, 255, 255)
+                for k in range(int(rng.integers(1, 6))):
+                    y = int(cy - bh / 2 + (k + 1) * bh / 7)
+                    cv2.line(out, (int(cx - bw / 2.5), y), (int(cx + bw / 2.5 * rng.uniform(0.3, 1)), y), tcol, 1)
+        elif kind < 0.55:  # a logo disc, sometimes with rings
+            r = int(min(h, w) * rng.uniform(0.1, 0.35)) + 1
+            cv2.circle(out, (cx, cy), r, col, -1, cv2.LINE_AA)
+            for rr in range(r - max(2, r // 3), 1, -max(2, r // 3)):
+                cv2.circle(out, (cx, cy), rr, _contrast_colour(rng), max(1, r // 6), cv2.LINE_AA)
+        elif kind < 0.7:  # a barcode
+            bw, bh = int(w * rng.uniform(0.2, 0.5)) + 2, int(h * rng.uniform(0.08, 0.25)) + 2
+            x0, y0 = max(0, cx - bw // 2), max(0, cy - bh // 2)
+            out[y0 : y0 + bh, x0 : x0 + bw] = 255
+            for x in range(x0 + 1, min(w, x0 + bw - 1)):
+                if rng.random() < 0.45:
+                    out[y0 + 1 : y0 + bh - 1, x] = 0
+        elif kind < 0.85:  # a diagonal or curved band
+            p0 = (int(rng.integers(-w // 2, w)), 0)
+            p1 = (int(rng.integers(0, w + w // 2)), h)
+            cv2.line(out, p0, p1, col, int(rng.integers(2, max(3, min(h, w) // 3))), cv2.LINE_AA)
+        else:  # big words
+            word = "".join(chr(65 + int(c)) for c in rng.integers(0, 26, int(rng.integers(2, 8))))
+            cv2.putText(
+                out,
+                word,
+                (int(rng.integers(0, max(1, w // 3))), cy),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                w / rng.uniform(60, 160),
+                col,
+                max(1, int(w / rng.uniform(30, 80))),
+                cv2.LINE_AA,
+            )
+    return out
+
+
+def capped(rng: np.random.Generator, img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A cap, lid or end band of another colour (often black, white or a bold colour) at one end
+    of the item, with a thin dark seam: still the same item."""
+    out = np.ascontiguousarray(img).copy()
+    h, w = alpha.shape
+    n = max(2, int(h * rng.uniform(0.08, 0.3)))
+    col = np.array(_contrast_colour(rng), np.float32)
+    yy = np.arange(n, dtype=np.float32)[:, None, None]
+    ridge = 1.0 + 0.15 * np.sin(np.arange(w, dtype=np.float32) / rng.uniform(1.5, 4))[None, :, None]
+    cap = (col * (0.85 + 0.3 * yy / n) * ridge).clip(0, 255)
+    if rng.random() < 0.5:
+        out[:n] = cap.astype(np.uint8)
+        out[n : n + 1] = (out[n : n + 1] * 0.4).astype(np.uint8)
+    else:
+        out[h - n :] = cap[::-1].astype(np.uint8)
+        out[h - n - 1 : h - n] = (out[h - n - 1 : h - n] * 0.4).astype(np.uint8)
+    return out
+
+
+def grain(rng: np.random.Generator, image: np.ndarray) -> None:
+    """Fine directional wood-like grain and sensor grain over the counter, in place."""
+    h, w = image.shape[:2]
+    noise = rng.normal(0, 1, (h, w)).astype(np.float32)
+    blur = cv2.GaussianBlur(noise, (0, 0), sigmaX=rng.uniform(2, 8), sigmaY=rng.uniform(0.3, 1.0))
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(0, 180)), 1.0)
+    n = cv2.warpAffine(blur, rot, (w, h), borderMode=cv2.BORDER_REFLECT) / max(1e-6, float(blur.std()))
+    amp = rng.uniform(4, 18)
+    image[:] = (image.astype(np.float32) + amp * n[..., None]).clip(0, 255).astype(np.uint8)
+
+
+def hard_cast_shadow(
+    rng: np.random.Generator, image: np.ndarray, alpha: np.ndarray, x: int, y: int, *, light: tuple[float, float]
+) -> None:
+    """The item's own silhouette, offset away from the light, darkened with a sharp edge (a
+    lamp above the counter), stretched a little; the shadow is background."""
+    ah, aw = alpha.shape
+    reach = max(ah, aw) * rng.uniform(0.05, 0.3)
+    dx, dy = int(light[0] * reach), int(light[1] * reach)
+    s = rng.uniform(1.0, 1.15)
+    a = cv2.resize(alpha, (max(1, int(aw * s)), max(1, int(ah * s))), interpolation=cv2.INTER_LINEAR)
+    sharp = rng.uniform(0.3, 1.5) if rng.random() < 0.7 else rng.uniform(2.0, 6.0)
+    a = cv2.GaussianBlur((a > 0.5).astype(np.float32), (0, 0), sharp) * rng.uniform(0.35, 0.75)
+    darken(image, a, x + dx, y + dy)
+
+
+def metal_part(rng: np.random.Generator) -> Sprite:
+    """A grey, low-saturation item: a steel rod, bolt, tube or tin seen from above (long and thin
+    or squat), with a specular streak along it and a head or cap at one end."""
+    w = int(rng.integers(8, 40))
+    h = int(w * rng.uniform(1.5, 12.0))
+    grey = rng.uniform(70, 200)
+    tint = rng.uniform(0.9, 1.1, 3) * grey
+    xx = np.linspace(-1, 1, w, dtype=np.float32)
+    shade = (
+        0.55 + 0.45 * np.cos(xx * rng.uniform(1.0, 1.6)) + 0.35 * np.exp(-(((xx - rng.uniform(-0.5, 0.5)) / 0.15) ** 2))
+    )
+    img = (np.tile(shade[None, :, None], (h, 1, 1)) * tint[None, None, :]).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.float32)
+    if rng.random() < 0.5:  # a head wider than the shank
+        head = max(2, int(h * rng.uniform(0.04, 0.12)))
+        shank = max(2, int(w * rng.uniform(0.55, 0.8)))
+        x0 = (w - shank) // 2
+        mask[head:, x0 : x0 + shank] = 1.0
+        mask[:head] = 1.0
+    else:
+        cv2.ellipse(mask, (w // 2, h // 2), (max(1, w // 2 - 1), max(1, h // 2 - 1)), 0, 0, 360, 1.0, -1)
+        mask[h // 8 : h - h // 8] = np.maximum(mask[h // 8 : h - h // 8], 1.0)
+    return img, mask
+
+
 class RealisticMaker(CompositeMaker):
     """CompositeMaker whose composites are, with probability ``share``, realistic ones (see module
     docstring); the rest are CompositeMaker's own, so synthetic skills are kept."""
@@ -235,11 +374,13 @@ class RealisticMaker(CompositeMaker):
         size: tuple[int, int] = (192, 256),
         *,
         share: float = 0.6,
+        metal_share: float = 0.0,
         **kw: object,
     ) -> None:
         super().__init__(sprites, size, **kw)  # type: ignore[arg-type]
         self.assets = assets
         self.share = share
+        self.metal_share = metal_share  # grey low-contrast items (steel parts, tins): see metal_part
 
     def _real_background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self.size
@@ -278,12 +419,18 @@ class RealisticMaker(CompositeMaker):
 
     def _real_item(self, rng: np.random.Generator) -> Sprite:
         u = rng.random()
-        if self.assets.textures and u < 0.45:
+        if self.metal_share and rng.random() < self.metal_share:
+            img, alpha = metal_part(rng)
+        elif self.assets.textures and u < 0.45:
             img, alpha = self._textured(rng)
         elif self.sprites and u < 0.85:
             img, alpha = self.sprites[int(rng.integers(len(self.sprites)))]
         else:
             img, alpha = procedural_sprite(rng)
+        if rng.random() < 0.5:
+            img = printed_panels(rng, img, alpha)
+        if rng.random() < 0.3:
+            img = capped(rng, img, alpha)
         gain = rng.uniform(0.6, 1.25)
         img = (img.astype(np.float32) * gain + rng.uniform(-20, 20)).clip(0, 255).astype(np.uint8)
         long_side = self.size[0] * rng.uniform(0.15, 0.95)
@@ -306,27 +453,51 @@ class RealisticMaker(CompositeMaker):
             return warp_sprite((img, alpha), float(rng.uniform(0, 360)), 1.0)
         return warp_sprite(hand_sprite(rng, int(w * rng.uniform(0.4, 0.9))), float(rng.uniform(0, 360)), 1.0)
 
-    def make(self, seed: int) -> Composite:
-        rng = np.random.default_rng(seed)
-        if rng.random() >= self.share:
-            return super().make(seed + 1)
+    def _edge_cut(self, rng: np.random.Generator, alpha: np.ndarray, x: int, y: int) -> tuple[int, int]:
+        """With probability 0.3, move the item so the frame's edge cuts it; else keep (x, y)."""
+        if rng.random() >= 0.3:
+            return x, y
         h, w = self.size
-        image = self._real_background(rng)
-        inst = np.zeros((h, w), np.int32)
-        n = int(rng.integers(0, 6)) if rng.random() > 0.1 else 0
-        for k in range(1, n + 1):
-            sprite = self._real_item(rng)
-            x, y = self._place(rng, inst, sprite[1])
-            if rng.random() < 0.6:
-                off = (int(rng.integers(-15, 16)), int(rng.integers(-15, 16)))
-                soft = cv2.GaussianBlur(sprite[1], (0, 0), rng.uniform(0.5, 4.0)) * rng.uniform(0.3, 0.7)
-                darken(image, soft, x + off[0], y + off[1])
-            placed = paste(image, sprite, x, y)
-            if placed is not None:
-                rows, cols, a = placed
-                inst[rows, cols][a > 0.5] = k
-        if rng.random() < 0.3:
-            highlight(rng, image, inst)
+        ah, aw = alpha.shape
+        side = int(rng.integers(4))
+        cut = rng.uniform(0.1, 0.5)
+        if side == 0:
+            return -int(aw * cut), y
+        if side == 1:
+            return w - int(aw * (1 - cut)), y
+        if side == 2:
+            return x, -int(ah * cut)
+        return x, h - int(ah * (1 - cut))
+
+    def _put_item(
+        self, rng: np.random.Generator, image: np.ndarray, inst: np.ndarray, k: int, light: tuple[float, float]
+    ) -> None:
+        """Item ``k``: its shadow (hard, under the composite's lamp, or soft), then the item, at
+        times with a clear body that shows the counter; written into ``inst``."""
+        sprite = self._real_item(rng)
+        x, y = self._edge_cut(rng, sprite[1], *self._place(rng, inst, sprite[1]))
+        u = rng.random()
+        if u < 0.5:
+            hard_cast_shadow(rng, image, sprite[1], x, y, light=light)
+        elif u < 0.75:
+            off = (int(rng.integers(-15, 16)), int(rng.integers(-15, 16)))
+            soft = cv2.GaussianBlur(sprite[1], (0, 0), rng.uniform(0.5, 4.0)) * rng.uniform(0.3, 0.7)
+            darken(image, soft, x + off[0], y + off[1])
+        before = image.copy() if rng.random() < 0.12 else None
+        placed = paste(image, sprite, x, y)
+        if placed is None:
+            return
+        rows, cols, a = placed
+        if before is not None:  # a clear jar or bottle: the counter shows through its body
+            body = cv2.erode((a > 0.5).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(np.float32)
+            t = cv2.GaussianBlur(body, (0, 0), 1.5)[..., None] * rng.uniform(0.3, 0.7)
+            region = image[rows, cols].astype(np.float32)
+            image[rows, cols] = (region * (1 - t) + before[rows, cols] * t * 0.85).astype(np.uint8)
+        inst[rows, cols][a > 0.5] = k
+
+    def _put_hands(self, rng: np.random.Generator, image: np.ndarray, inst: np.ndarray) -> None:
+        """0-2 hands (background), half of them over an item as if holding it."""
+        h, w = self.size
         for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.6 else 0):
             hand = self._hand(rng)
             ys, xs = np.nonzero(inst)
@@ -340,7 +511,27 @@ class RealisticMaker(CompositeMaker):
             if placed is not None:
                 rows, cols, a = placed
                 inst[rows, cols][a > 0.5] = 0
-        if rng.random() < 0.35:
+
+    def make(self, seed: int) -> Composite:
+        rng = np.random.default_rng(seed)
+        if rng.random() >= self.share:
+            return super().make(seed + 1)
+        h, w = self.size
+        image = self._real_background(rng)
+        inst = np.zeros((h, w), np.int32)
+        if rng.random() < 0.4:
+            grain(rng, image)
+        ang = rng.uniform(0, 2 * np.pi)
+        light = (math.cos(ang), math.sin(ang))  # one lamp per composite: shadows fall the same way
+        n = int(rng.integers(0, 6)) if rng.random() > 0.1 else 0
+        if n and rng.random() < 0.3:
+            n = 1  # a lone product, as on a top-down counter camera
+        for k in range(1, n + 1):
+            self._put_item(rng, image, inst, k, light)
+        if rng.random() < 0.3:
+            highlight(rng, image, inst)
+        self._put_hands(rng, image, inst)
+        for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.45 else 0):
             hard_shadow(rng, image)
         if rng.random() < 0.4:
             text_overlay(rng, image)

@@ -76,20 +76,28 @@ class TrainConfig:
     freeze_bn: bool = False  # fine-tuning from an exported (BN-folded) model
     realism: float = 0.0  # share of realistic composites (export/realism.py: real hands, photos)
     data_root: str = ""  # ../shared/data: hands TRAIN split, clips, grocery-store train photos
+    metal: float = 0.0  # share of realistic items that are grey low-contrast parts (realism.metal_part)
 
 
 _WORKER_MAKER: CompositeMaker | None = None
 
 
-def _init_worker(
-    iconic: Sequence[str], size: tuple[int, int], backgrounds: Sequence[str], realism: float = 0.0, data_root: str = ""
+def _init_worker(  # noqa: PLR0917 (ProcessPoolExecutor initargs are positional)
+    iconic: Sequence[str],
+    size: tuple[int, int],
+    backgrounds: Sequence[str],
+    realism: float = 0.0,
+    data_root: str = "",
+    metal: float = 0.0,
 ) -> None:
     global _WORKER_MAKER  # noqa: PLW0603
     cv2.setNumThreads(1)
     sprites = load_sprites([Path(p) for p in iconic]) + demo_sprites()
     if realism > 0 and data_root:
         assets = load_assets(Path(data_root), products=[Path(p).stem for p in iconic])
-        _WORKER_MAKER = RealisticMaker(sprites, assets, size, share=realism, backgrounds=_read_backgrounds(backgrounds))
+        _WORKER_MAKER = RealisticMaker(
+            sprites, assets, size, share=realism, metal_share=metal, backgrounds=_read_backgrounds(backgrounds)
+        )
     else:
         _WORKER_MAKER = CompositeMaker(sprites, size, backgrounds=_read_backgrounds(backgrounds))
 
@@ -111,7 +119,7 @@ def _worker_batch(seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def batches(cfg: TrainConfig, iconic: Sequence[Path], start: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     """Endless training batches (seeds ``start``, ``start + 1``...) from a worker process, 2 ahead."""
-    init = ([str(p) for p in iconic], cfg.size, list(cfg.background_images), cfg.realism, cfg.data_root)
+    init = ([str(p) for p in iconic], cfg.size, list(cfg.background_images), cfg.realism, cfg.data_root, cfg.metal)
     if cfg.workers == 0:
         _init_worker(*init)
         step = start
@@ -400,6 +408,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="shared data root (real/hands, clips, grocery-store/train)",
     )
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
+    p.add_argument(
+        "--metal",
+        type=float,
+        default=0.0,
+        help="share of realistic items that are grey low-contrast parts (steel rods, bolts, tins)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -414,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
         "realism": args.realism,
         "data_root": args.data,
         "freeze_bn": args.init is not None,
+        "metal": args.metal,
     }
     cfg = TrainConfig(minutes=args.minutes, lr=args.lr, **common)
     if args.tiny:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from export.composites import BAND, TRAIN_STYLES
+from export.ship import ship_model
 
 
 def realism_text(cfg: dict[str, Any]) -> str:
@@ -15,15 +20,22 @@ def realism_text(cfg: dict[str, Any]) -> str:
         f" {share:.0%} of composites are realistic (export/realism.py): real hand cutouts from the hands"
         " TRAIN split only (egohands 01-10, desk 51-75; labelled background, over the counter and"
         " holding items), those desk photos and real clip frames as backgrounds, items textured with"
-        " grocery-store train photos (caps and bands of other colours, one item each), wood grain,"
-        " hard cast shadows, specular highlights and camera text overlays. Never trained on:"
-        " real/topdown-products, the hands VALIDATION split, the belt clip."
+        " grocery-store train photos, printed packaging (panels, logo discs, barcodes, words), caps and"
+        " end bands of other colours and clear bodies showing the counter (one item each), items cut by"
+        " the frame's edge, wood and sensor grain, hard cast shadows (each item's own silhouette under"
+        " one lamp, and shadows of things out of view), specular highlights and camera text overlays."
+        + (
+            f" {cfg['metal']:.0%} of their items are grey low-contrast parts (steel rods, bolts, tubes, tins)."
+            if cfg.get("metal")
+            else ""
+        )
+        + " Never trained on: real/topdown-products, the hands VALIDATION split, the belt clip."
     )
 
 
 HEADER = (
     "| segmenter | topdown-products: exactly 1 | hand pixels called item | images with an item on a hand "
-    "| belt: right plain / station | scenes: recall / label acc. |"
+    "| belt: right plain / station | scenes: recall / duplicates / spurious / label acc. |"
 )
 
 
@@ -31,8 +43,10 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
 
-def _start(cfg: dict[str, Any]) -> str:
-    return "Fine-tuned from the previous shipped model (batch norm frozen); " if cfg.get("freeze_bn") else ""
+def _start(cfg: dict[str, Any], staged: bool = False) -> str:
+    if not cfg.get("freeze_bn"):
+        return ""
+    return f"Fine-tuned from {'the stage before' if staged else 'the previous shipped model'} (batch norm frozen); "
 
 
 def real_section(real: dict[str, Any]) -> str:
@@ -41,7 +55,12 @@ def real_section(real: dict[str, Any]) -> str:
     for name, r in real["models"].items():
         t, h, b = r["topdown_products"], r["hands_validation"], r["belt"]
         sc = real.get("scenes", {}).get(name, {})
-        scenes = f"{_pct(sc['recall'])} / {_pct(sc['label_accuracy'])}" if sc else "n/a"
+        scenes = (
+            f"{_pct(sc['recall'])} / {sc['total']['duplicates']} / {sc['total']['spurious']} / "
+            f"{_pct(sc['label_accuracy'])}"
+            if sc
+            else "n/a"
+        )
         rows.append(
             f"| {name} | {_pct(t['exact_rate'])} (mean {t['mean_count']:.2f}, max {t['max_count']}) | "
             f"{_pct(h['mask_pixels_called_item'])} | {_pct(h['images_with_item_on_mask'])} | "
@@ -55,8 +74,8 @@ def real_section(real: dict[str, Any]) -> str:
 topdown-products = share of the 336 one-product photos with exactly one item; hands = validation split
 (egohands 11-20, desk 76-100): mean share of hand pixels called item/boundary and share of images with
 an item lying on a hand (>= half its pixels on the hand mask); belt = bolt.json frames counted right
-without / with the station onboarded from its empty frames (reference only); scenes = recall / label
-accuracy of the whole pipeline on rendered scenes.
+without / with the station onboarded from its empty frames (reference only); scenes = recall /
+duplicate tracks / spurious tracks / label accuracy of the whole pipeline on rendered scenes.
 
 {HEADER}
 |---|---|---|---|---|---|
@@ -64,9 +83,27 @@ accuracy of the whole pipeline on rendered scenes.
 """
 
 
-def card(summary: dict, real: dict | None = None) -> str:
+def _stages(earlier: Sequence[dict]) -> str:
+    """Earlier training stages of a model fine-tuned in several runs, oldest first."""
+    if not earlier:
+        return ""
+    lines = [
+        f"- stage {i}: {s['steps']} steps, {s['images_seen']} images, {s['minutes']:.1f} min, lr {s['config']['lr']}, "
+        f"realistic share {s['config'].get('realism', 0.0):.0%}, grey parts {s['config'].get('metal', 0.0):.0%}, "
+        f"final loss {s['final_loss']:.3f}"
+        for i, s in enumerate(earlier, 1)
+    ]
+    return (
+        "Earlier stages (each fine-tuned from the one before, the first from the previous shipped model):\n"
+        + "\n".join(lines)
+        + f"\n- stage {len(earlier) + 1} (this file), below.\n\n"
+    )
+
+
+def card(summary: dict, real: dict | None = None, earlier: Sequence[dict] = ()) -> str:
     """The model card shipped beside segmenter.onnx: data, recipe and the numbers measured; ``real``
-    (benchmarks/results/real_count.json plus scenes) adds the real-footage section."""
+    (benchmarks/results/real_count.json plus scenes) adds the real-footage section; ``earlier``
+    (summaries of earlier fine-tuning stages, oldest first) adds their recipes."""
     cfg = summary["config"]
     rows = []
     for variant, res in summary["onnx"].items():
@@ -101,8 +138,9 @@ are in the section after them.
 
 ## Recipe
 
-{_start(cfg)}AdamW, lr {cfg["lr"]} (encoder x{cfg["encoder_lr_scale"]}), cosine schedule over a wall-clock budget,
-cross-entropy with class weights {tuple(cfg["class_weights"])}, batch {cfg["batch"]}, 1 CPU thread:
+{_stages(earlier)}{_start(cfg, bool(earlier))}AdamW, lr {cfg["lr"]} (encoder x{cfg["encoder_lr_scale"]}),
+cosine schedule over a wall-clock budget, cross-entropy with class weights {tuple(cfg["class_weights"])},
+batch {cfg["batch"]}, 1 CPU thread:
 {summary["steps"]} steps, {summary["images_seen"]} images, {summary["minutes"]:.1f} min, final loss
 {summary["final_loss"]:.3f}.
 
@@ -118,3 +156,35 @@ Held-out sets: `composites_seen_items` = new seeds with training items; `composi
 Latency, 1 intra-op thread, batch 1: {lat}. torch vs ONNX Runtime class agreement:
 {summary["torch_vs_ort_class_agreement"] * 100:.2f}% of pixels.
 {real_section(real) if real else ""}"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Regenerate a card from a training summary.json and the measured real/scene results; with
+    ``--ship``, put that ONNX file into stream/models with the card (export/ship.py)."""
+    p = argparse.ArgumentParser(prog="python -m export.segmenter_card", description=main.__doc__)
+    p.add_argument("--summary", type=Path, required=True, help="summary.json written by `export segmenter`")
+    p.add_argument("--real", type=Path, default=None, help="benchmarks/results/real_count.json (NAME -> results)")
+    p.add_argument(
+        "--scenes", nargs="*", default=[], metavar="NAME=PATH", help="bench_scenes.py results, by the same names"
+    )
+    p.add_argument("--earlier", nargs="*", type=Path, default=[], help="summary.json of earlier stages, oldest first")
+    p.add_argument("--out", type=Path, default=None, help="write the card here")
+    p.add_argument("--ship", type=Path, default=None, metavar="ONNX", help="ship this model with the card")
+    args = p.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    real = None
+    if args.real is not None:
+        real = {"models": json.loads(args.real.read_text()), "scenes": {}}
+        for item in args.scenes:
+            name, _, path = item.partition("=")
+            real["scenes"][name] = json.loads(Path(path).read_text())
+    text = card(summary, real, [json.loads(e.read_text()) for e in args.earlier])
+    if args.out is not None:
+        args.out.write_text(text)
+    if args.ship is not None:
+        print(ship_model(args.ship, "segmenter", text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.composites import CompositeMaker, cutout, demo_sprites, hand_sprite, procedural_sprite, targets
+from export.realism import Assets, RealisticMaker, capped, hard_cast_shadow, printed_panels
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -80,6 +81,48 @@ def test_composites_have_touching_items() -> None:
         inst = maker.make(s).instances
         touching += int(((inst[:, 1:] != inst[:, :-1]) & (inst[:, 1:] > 0) & (inst[:, :-1] > 0)).any())
     assert touching >= 5
+
+
+def _realistic_maker() -> RealisticMaker:
+    rng = np.random.default_rng(0)
+    tex = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    hand = hand_sprite(rng, 60)
+    return RealisticMaker(demo_sprites(), Assets(hands=[hand], textures=tex), (96, 128), share=1.0)
+
+
+def test_realistic_composites_deterministic_and_consistent() -> None:
+    maker = _realistic_maker()
+    a, b = maker.make(3), maker.make(3)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.instances, b.instances)
+    for comp in (maker.make(s) for s in range(20)):
+        assert comp.image.shape == (96, 128, 3) and comp.image.dtype == np.uint8
+        assert np.array_equal(comp.classes, targets(comp.instances))
+        counts = np.bincount(comp.instances.ravel())[1:]
+        assert (counts[counts > 0] >= 12).all(), "no specks left as items"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_printed_panels_and_caps_keep_one_item(seed: int) -> None:
+    """Print and caps change an item's pixels, never its shape: the item stays one item."""
+    rng = np.random.default_rng(seed)
+    img, alpha = procedural_sprite(rng)
+    before = alpha.copy()
+    for out in (printed_panels(rng, img, alpha), capped(rng, img, alpha)):
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert not np.array_equal(out, img)
+    assert np.array_equal(alpha, before)
+
+
+def test_hard_cast_shadow_only_darkens_away_from_the_light() -> None:
+    rng = np.random.default_rng(1)
+    image = np.full((60, 80, 3), 200, np.uint8)
+    alpha = np.zeros((20, 20), np.float32)
+    alpha[2:18, 2:18] = 1.0
+    hard_cast_shadow(rng, image, alpha, 30, 20, light=(1.0, 0.0))
+    dark = image[..., 0] < 200
+    assert dark.any() and (image <= 200).all()
+    ys, xs = np.nonzero(dark)
+    assert xs.mean() > 30 + 10, "the shadow falls away from the lamp (to the right here)"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -185,3 +228,48 @@ def test_segment_sets_and_the_shipped_segmenter_on_real_packshots(tmp_path: Path
     assert split["n_touching_pairs"] >= 6 and split["split_touching"] and not merged["split_touching"]
     assert split["foreground_iou"] >= 0.85 and split["instance_recall"] >= 0.8, split
     assert split["touching_separated"] > merged["touching_separated"], (split, merged)
+
+
+def _real(exact: float, hand_px: float) -> dict:
+    return {
+        "topdown_products": {"exact_rate": exact, "mean_count": 1.2, "max_count": 3},
+        "hands_validation": {"mask_pixels_called_item": hand_px, "images_with_item_on_mask": 0.2},
+        "belt": {"right_plain": 0.9, "right_station": 0.95},
+    }
+
+
+def test_card_cli_puts_real_and_scene_figures_side_by_side(tmp_path: Path) -> None:
+    from export.segmenter_card import main  # noqa: PLC0415
+
+    metrics = {"foreground_iou": 0.9, "boundary_iou": 0.6, "pixel_accuracy": 0.98}
+    summary = {
+        "config": {
+            "size": [192, 256],
+            "lr": 0.002,
+            "encoder_lr_scale": 0.3,
+            "class_weights": [1.0, 1.0, 3.0],
+            "batch": 8,
+            "realism": 0.6,
+            "freeze_bn": True,
+        },
+        "onnx": {"fp32": {"latency_ms_1thread": 12.0, "checkout_scene": metrics}},
+        "chosen": "fp32",
+        "n_train_iconic": 69,
+        "heldout_iconic": ["Lemon"],
+        "steps": 10,
+        "images_seen": 80,
+        "minutes": 1.0,
+        "final_loss": 0.1,
+        "torch_vs_ort_class_agreement": 1.0,
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "real.json").write_text(json.dumps({"shipped": _real(0.214, 0.678), "cand": _real(0.9, 0.05)}))
+    scenes = {"recall": 0.988, "label_accuracy": 0.976, "total": {"duplicates": 8, "spurious": 3}}
+    (tmp_path / "scenes.json").write_text(json.dumps(scenes))
+    out = tmp_path / "card.md"
+    args = ["--summary", str(tmp_path / "summary.json"), "--real", str(tmp_path / "real.json")]
+    assert main([*args, "--scenes", f"shipped={tmp_path / 'scenes.json'}", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Fine-tuned from the previous shipped model" in text and "60% of composites are realistic" in text
+    assert "| shipped | 21.4% (mean 1.20, max 3) | 67.8% | 20.0% | 90.0% / 95.0% | 98.8% / 8 / 3 / 97.6% |" in text
+    assert "| cand | 90.0% (mean 1.20, max 3) | 5.0% | 20.0% | 90.0% / 95.0% | n/a |" in text
