@@ -22,6 +22,9 @@ per model sha256 under --cache); a product's score is its best catalog photo's c
 ``--combined NAME=A+B@W`` scores one such combination under a name (e.g. the held-out model's).
 ``--sweep A B`` also scores A and B combined, cosine = (1 - w) cos_A + w cos_B (exactly what
 ``python -m export.combined --w`` exports), for w in --weights: how the combined embedder's w is picked.
+``--split-general G`` does the same for the two parts of one ``export.embedder.GeneralNet`` ONNX (its
+projection and its pooled trunk features, read back out of its embedding with the w in its metadata):
+how the shipped one-trunk embedder's w is picked, on the held-out grocery products.
 """
 
 from __future__ import annotations
@@ -179,6 +182,26 @@ def combine(a: dict[str, Embedded], b: dict[str, Embedded], w: float) -> dict[st
     return out
 
 
+def split_general(model: Path, e: dict[str, Embedded]) -> tuple[dict[str, Embedded], dict[str, Embedded]]:
+    """(projection part, pooled part) of a GeneralNet's embeddings, each unit-norm again: the graph
+    concatenates [sqrt(1 - w) a, sqrt(w) b] with the w its ``combination`` metadata records."""
+    import onnx  # noqa: PLC0415
+
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    if "combination" not in meta:
+        raise SystemExit(f"bench_recognition: error: {model} is not a GeneralNet (no 'combination' metadata)")
+    w = float(json.loads(meta["combination"])["general_weight"])
+    if not 0.0 < w < 1.0:
+        raise SystemExit(f"bench_recognition: error: {model} has w={w}: export it with 0 < w < 1 to split it")
+    dim = int(meta["embedding_dim"]) - 1280
+    parts = []
+    for cols, scale in ((slice(0, dim), np.sqrt(1 - w)), (slice(dim, None), np.sqrt(w))):
+        parts.append(
+            {k: Embedded(v.products, v.files, (v.vectors[:, cols] / scale).astype(np.float32)) for k, v in e.items()}
+        )
+    return parts[0], parts[1]
+
+
 def _table(results: dict[str, dict[str, Any]]) -> str:
     cols = ("val_train", "val_iconic", "val_train_held_out", "val_iconic_held_out", "unseen_iconic", "topdown")
     head = f"{'model':<28}" + "".join(f"{c[:18]:>19}" for c in cols)
@@ -274,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=FT.onnx+IMAGENET.onnx@W",
         help="also score a named combination at one w (e.g. a held-out fine-tuned model's)",
     )
+    p.add_argument(
+        "--split-general",
+        type=Path,
+        metavar="GENERAL",
+        help="also score a GeneralNet ONNX's projection and pooled parts combined for each --weights w",
+    )
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "checkout-stream" / "bench_recognition")
     p.add_argument("--threads", type=int, default=1)
@@ -292,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
                 "model": f"combined {_shown(args.sweep[0])} + {_shown(args.sweep[1])}",
                 "w": w,
                 **evaluate(combine(a, b, w), rule),
+            }
+    if args.split_general:
+        a, b = split_general(args.split_general, embed_all(args.split_general, args.cache, args.threads))
+        for w in args.weights:
+            results[f"w={w:g}"] = {
+                "model": f"parts of {_shown(args.split_general)}",
+                "w": w,
+                **evaluate(a if w == 0 else b if w == 1 else combine(a, b, w), rule),
             }
     for spec in args.combined:
         name, w, parts = _combination(spec)

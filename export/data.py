@@ -185,15 +185,55 @@ def _packshot_on_clutter(rng: np.random.Generator, shot: np.ndarray, clutter: np
     return bg
 
 
-def augment(rng: np.random.Generator, img: np.ndarray, is_iconic: bool, clutter: np.ndarray, size: int) -> np.ndarray:
-    """One training crop (uint8 [size, size, 3] BGR) from a photo or a packshot."""
+def _motion_blur(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A linear blur along a random direction: an item moved across the camera during the exposure."""
+    length = int(rng.integers(3, 10))
+    line = np.zeros((length, length), np.float32)
+    line[length // 2, :] = 1.0
+    m = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1.0)
+    kernel = np.asarray(cv2.warpAffine(line, m, (length, length)), np.float32)
+    return cv2.filter2D(img, -1, kernel / max(float(kernel.sum()), 1e-6))
+
+
+def _partial_view(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Cut 15-40 % off one side: an item entering the frame, or a box that caught only part of it."""
+    h, w = img.shape[:2]
+    cut = rng.uniform(0.15, 0.4)
+    side = rng.integers(4)
+    if side == 0:
+        return img[int(h * cut) :]
+    if side == 1:
+        return img[: h - int(h * cut)]
+    if side == 2:
+        return img[:, int(w * cut) :]
+    return img[:, : w - int(w * cut)]
+
+
+def augment(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    is_iconic: bool,
+    clutter: np.ndarray,
+    size: int,
+    *,
+    video: bool = False,
+) -> np.ndarray:
+    """One training crop (uint8 [size, size, 3] BGR) from a photo or a packshot. ``video`` adds what a
+    moving camera does to crops: motion blur, partial views cut by the frame edge, small crops."""
     if is_iconic and rng.random() < 0.8:
         img = _packshot_on_clutter(rng, img, clutter)
     img = _random_resized_crop(rng, img, (0.35, 1.0) if not is_iconic else (0.6, 1.0))
+    if video and rng.random() < 0.25:
+        img = _partial_view(rng, img)
     if rng.random() < 0.5:
         img = _rotate(rng, img, 180 if rng.random() < 0.5 else 25)
     if rng.random() < 0.3:
         img = _hand_blob(rng, img)
     img = _colour(rng, img)
     img = _degrade(rng, img)
+    if video and rng.random() < 0.2:
+        img = _motion_blur(rng, img)
+    if video and rng.random() < 0.15:  # a small, far-away item: few pixels, upsampled by the letterbox
+        f = rng.uniform(0.25, 0.5)
+        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     return letterbox(img, size)

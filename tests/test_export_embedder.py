@@ -149,3 +149,60 @@ def test_tiny_training_and_export_end_to_end(tmp_path: Path) -> None:
     np.testing.assert_allclose(emb.embed(crops), got, atol=1e-5)
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["torch_vs_ort"]["min_cosine"] >= 0.9999
+
+
+def test_general_net_cosine_is_the_weighted_sum_of_its_two_parts() -> None:
+    from export.embedder import EmbedderNet, GeneralNet  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = EmbedderNet(backbone.build("lite0", pretrained=False), 16).eval()
+    general = GeneralNet(net, 0.3).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        a, b = net.embed_and_pool(x)
+        g = general(x)
+    assert g.shape == (3, 16 + backbone.HEAD_CHANNELS)
+    expected = 0.7 * (a @ a.T) + 0.3 * (b @ b.T)
+    torch.testing.assert_close(g @ g.T, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="general weight"):
+        GeneralNet(net, 0.0)
+
+
+def test_distill_loss_is_zero_for_the_teacher_itself_and_grows_with_drift() -> None:
+    from export.embedder import distill_loss  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    t = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(6, 8)).astype(np.float32)), dim=1)
+    other = torch.nn.functional.normalize(t + 0.5 * torch.randn(6, 8), dim=1)
+    assert float(distill_loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(other, t)) > float(distill_loss(other, t, features=False)) > 0
+
+
+@pytest.mark.slow
+def test_distilled_training_exports_a_general_net_with_its_metadata(tmp_path: Path) -> None:
+    from export.embedder import export_checkpoint, save_checkpoint  # noqa: PLC0415
+
+    cfg = TrainConfig(
+        batch=8, size=64, dim=16, max_steps=2, held_out=(), distill=10.0, distill_head=1.0, video_aug=True
+    )
+    net, summary = train_embedder(_toy_split(), cfg, progress=False)
+    assert summary["steps"] == 2 and np.isfinite(summary["final_distill_loss"])
+    save_checkpoint(net, summary, tmp_path / "checkpoint.pt")
+    report = export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "out", 0.5)
+    assert report["dim"] == 16 + backbone.HEAD_CHANNELS and report["torch_vs_ort"]["min_cosine"] > 0.9999
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "out" / "embedder.onnx")).metadata_props}
+    assert meta["version"] == "3.0.0" and json.loads(meta["combination"])["general_weight"] == 0.5
+    assert json.loads(meta["distillation"])["distill"] == 10.0
+    assert "stream.stages.embed.letterbox" in meta["crop_preprocessing"]
+    emb = Embedder(
+        ModelConfig(
+            path=str(tmp_path / "out" / "embedder.onnx"),
+            provider="cpu",
+            intra_op_threads=1,
+            inter_op_threads=1,
+            trt_cache_dir=str(tmp_path / "trt"),
+            fp16=False,
+            verify_checksum=False,
+        )
+    )
+    assert emb.dim == report["dim"] and emb.embed([np.zeros((30, 40, 3), np.uint8)]).shape == (1, report["dim"])
