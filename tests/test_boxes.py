@@ -259,3 +259,36 @@ def test_thin_all_boundary_item_touching_a_big_one(reach: int, n_items: int) -> 
     assert len(d) == n_items
     if n_items == 2:
         assert sorted(d.xyxy[:, 2].tolist()) == [10.0, 19.0]  # big item keeps its rim (+ 1 px reach)
+
+
+def _panel_item() -> np.ndarray:
+    """One item (rim 2, interior 1) with a printed panel inside that the segmenter outlined."""
+    classes = np.zeros((20, 24), np.uint8)
+    classes[2:18, 2:22] = 2
+    classes[3:17, 3:21] = 1
+    classes[6:13, 8:16] = 2  # the panel's outline...
+    classes[7:12, 9:15] = 1  # ...around its own interior
+    return classes
+
+
+@pytest.mark.parametrize(("share", "n_items"), [(0.5, 1), (0.0, 2)])
+def test_fragment_enclosed_by_an_item_joins_it(share: float, n_items: int) -> None:
+    """A panel outlined inside an item is a fragment of it, not an item: it joins its host (unless
+    merging is off), and the joined item covers both, with raster-ordered labels 1..n."""
+    classes = _panel_item()
+    d = BoxExtractor(cfg(), enclosed_share=share).extract(segmap(classes))
+    assert len(d) == n_items
+    assert np.array_equal(d.instance_map > 0, classes > 0)
+    assert d.instance_map.max() == n_items
+    if n_items == 1:
+        assert tuple(d.xyxy[0].astype(int)) == (2, 2, 22, 18) and d.area[0] == 16 * 20
+
+
+def test_touching_items_side_by_side_stay_apart_when_merging() -> None:
+    """Two items that share a whole side (and a small one against a big one) are not fragments."""
+    classes = np.zeros((16, 30), np.uint8)
+    for x0, x1, y0, y1 in ((1, 11, 2, 14), (11, 21, 2, 14), (21, 25, 5, 9)):
+        classes[y0:y1, x0:x1] = 2
+        classes[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = 1
+    d = BoxExtractor(cfg(boundary_reach=2), enclosed_share=0.5).extract(segmap(classes))
+    assert len(d) == 3

@@ -7,7 +7,9 @@ costs as much on an empty frame as on a full one (benchmarks/bench_boxes.py meas
 Touching items: plain semantic segmentation merges items that touch. When the model has a boundary
 class (and ``split_touching`` is on), only item pixels are labelled first; the boundary lines keep
 touching items apart. Each item then grows back into the boundary pixels, breadth first, so it
-recovers its rim and its box covers the whole item. Without a boundary class every non-background
+recovers its rim and its box covers the whole item. A component most of whose outline lies on one
+bigger neighbour (``ENCLOSED_SHARE``) is a fragment of that item (a panel, cap or highlight that
+the segmenter outlined from inside) and is merged into it. Without a boundary class every non-background
 pixel is labelled directly.
 """
 
@@ -25,6 +27,10 @@ from stream.types import Detections, SegMap
 log = logging.getLogger(__name__)
 
 BACKGROUND_NAME = "background"
+# A component with at least this share of its outline on one bigger neighbour is a fragment of it
+# (a printed panel, cap or highlight the segmenter outlined) and joins it; two touching items share
+# at most a side (a quarter of a square's outline). 0 turns merging off.
+ENCLOSED_SHARE = 0.5
 BOUNDARY_NAMES = ("boundary", "item_boundary")
 MAX_CLASSES = 256  # class ids are uint8
 
@@ -203,8 +209,9 @@ def class_plan(names: tuple[str, ...], split_touching: bool) -> _ClassPlan:
 class BoxExtractor:
     """SegMap -> Detections: one row per connected item, boxes in source pixels."""
 
-    def __init__(self, cfg: BoxesConfig) -> None:
+    def __init__(self, cfg: BoxesConfig, *, enclosed_share: float = ENCLOSED_SHARE) -> None:
         self._cfg = cfg
+        self._enclosed = float(enclosed_share)
         self._eight = _eight(cfg.connectivity)
         self._plans: dict[tuple[str, ...], _ClassPlan] = {}
         self._scratch = Scratch()
@@ -238,6 +245,7 @@ class BoxExtractor:
             runs,
             pix,
             self._cfg.boundary_reach,
+            self._enclosed if plan.split else 0.0,
         )
         if n_unknown:
             raise ValueError(

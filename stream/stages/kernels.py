@@ -247,6 +247,84 @@ def _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_c
     return area, box, sums, counts
 
 
+MAX_MERGE_LABELS = 256  # more components than this (a noise map) are left unmerged
+
+
+@njit(nogil=True, cache=True)
+def _outlines(labels, n):
+    """Per label: area, outline length and outline shared with each other label (row/column 0 =
+    background). An outline edge is a 4-neighbour pixel pair of two labels, or a pixel side on the
+    frame's edge (an item cut by the frame is not enclosed by its neighbour)."""
+    h, w = labels.shape
+    outline = np.zeros(n + 1, np.int64)
+    area = np.zeros(n + 1, np.int64)
+    shared = np.zeros((n + 1, n + 1), np.int64)
+    for y in range(h):
+        for x in range(w):
+            a = labels[y, x]
+            area[a] += 1
+            if x + 1 < w:
+                b = labels[y, x + 1]
+                if a != b:
+                    outline[a] += 1
+                    outline[b] += 1
+                    shared[a, b] += 1
+                    shared[b, a] += 1
+            if y + 1 < h:
+                b = labels[y + 1, x]
+                if a != b:
+                    outline[a] += 1
+                    outline[b] += 1
+                    shared[a, b] += 1
+                    shared[b, a] += 1
+    for x in range(w):  # the frame's edge: outline shared with nobody
+        outline[labels[0, x]] += 1
+        outline[labels[h - 1, x]] += 1
+    for y in range(h):
+        outline[labels[y, 0]] += 1
+        outline[labels[y, w - 1]] += 1
+    return area, outline, shared
+
+
+@njit(nogil=True, cache=True)
+def _merge_enclosed(labels, runs, nr, n, share):
+    """Merge each component into the bigger neighbour that holds at least ``share`` of its outline.
+
+    A component most of whose outline is one bigger neighbour is a fragment of it (a printed panel,
+    a cap or a highlight the segmenter outlined), not an item beside it: two items that touch share
+    at most a side. Merged labels take the smaller (earlier) label, so labels keep raster order;
+    merged-away labels end with no pixel. Rewrites ``labels`` and the runs' labels; returns the
+    number of merges.
+    """
+    if n < 2 or n > MAX_MERGE_LABELS or share <= 0.0:
+        return 0
+    area, outline, shared = _outlines(labels, n)
+    parent = np.arange(n + 1)
+    merged = 0
+    for a in np.argsort(area[1:]) + 1:  # smallest first: a fragment joins before its host does
+        best, best_c = 0, 0
+        for b in range(1, n + 1):
+            if b != a and shared[a, b] > best_c and area[b] >= area[a]:
+                best, best_c = b, shared[a, b]
+        if best == 0 or best_c < share * outline[a]:
+            continue
+        ra = _find(parent, a)
+        rb = _find(parent, best)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+            merged += 1
+    if merged > 0:
+        for lab in range(1, n + 1):
+            parent[lab] = _find(parent, lab)
+        h, w = labels.shape
+        for y in range(h):
+            for x in range(w):
+                labels[y, x] = parent[labels[y, x]]
+        for i in range(nr):
+            runs[R_LABEL, i] = parent[runs[R_LABEL, i]]
+    return merged
+
+
 @njit(nogil=True, cache=True)
 def _keep(labels, runs, nr, pix, ng, area, min_area):  # noqa: PLR0917
     """Drop components under ``min_area`` pixels, relabel the rest 1..m in order; returns remap.
@@ -258,7 +336,7 @@ def _keep(labels, runs, nr, pix, ng, area, min_area):  # noqa: PLR0917
     remap = np.zeros(n + 1, np.int32)
     m = 0
     for lab in range(1, n + 1):
-        if area[lab] >= min_area:
+        if area[lab] > 0 and area[lab] >= min_area:  # merged-away labels have no pixel
             m += 1
             remap[lab] = m
     if m < n:
@@ -290,14 +368,15 @@ def _pick_class(counts, item):
 
 
 @njit(nogil=True, cache=True)
-def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach):  # noqa: PLR0917
+def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach, enclosed=0.0):  # noqa: PLR0917
     """Label the map and measure every component of at least ``min_area`` pixels.
 
     classes: uint8 [h, w]; words: the same bytes as uint64 (or empty: no background skipping);
     confidence: float32 [h, w] (read only if has_conf); lut: uint8 [256] BG/SEED/GROW/UNKNOWN per
     class id; item: bool [n_classes] (empty: no class counting, class 1 for all); runs: int32
     [5, >= runs_capacity] and pix: int32 [2, >= h*w] scratch; reach: how many pixels a seed grows
-    into GROW (boundary) pixels.
+    into GROW (boundary) pixels; enclosed: merge a component into a neighbour holding at least
+    this share of its outline (0 = never; see ``_merge_enclosed``).
     Returns (labels int32 [h, w] 0 = none, m, area int64 [m], box int32 [m, 4] xyxy with x2/y2
     exclusive, sums float64 [m, 3] (sum x, sum y, sum confidence), class_id int32 [m], n_unknown).
     """
@@ -312,6 +391,8 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
             labels[y, x] = lab
     if ng > 0:
         n = _grow(labels, classes, lut, pix, ng, n, eight, reach)
+    if enclosed > 0.0:
+        _merge_enclosed(labels, runs, nr, n, enclosed)
     area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes)
     remap, m = _keep(labels, runs, nr, pix, ng, area, min_area)
     out_area = np.empty(m, np.int64)
