@@ -29,7 +29,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -160,27 +159,6 @@ def run_child(tree: Path, spec: dict) -> dict:
     raise RuntimeError(f"run {spec} in {tree} failed:\n{proc.stderr[-3000:]}")
 
 
-def versions() -> dict:
-    import av  # noqa: PLC0415
-    import cv2  # noqa: PLC0415
-    import faiss  # noqa: PLC0415
-    import numba  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import onnxruntime as ort  # noqa: PLC0415
-
-    return {
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "faiss": faiss.__version__,
-        "pyav": av.__version__,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-    }
-
-
 def med(runs: list[dict], key) -> float:  # type: ignore[no-untyped-def]
     vals = [key(r) for r in runs if key(r) is not None]
     return float(statistics.median(vals)) if vals else float("nan")
@@ -222,7 +200,7 @@ def main() -> None:
         n360 = prepare_clip(CLIP, tmp / "live360.mp4", (640, 360), args.seconds)
         n1080 = prepare_clip(CLIP, tmp / "live1080.mp4", (1920, 1080), args.seconds)
         sys.path.insert(0, str(ROOT / "benchmarks"))
-        from bench_pipeline import render_video  # noqa: PLC0415
+        from bench_pipeline import render_video, versions  # noqa: PLC0415
 
         n480 = render_video(tmp / "offline480.mp4", 20.0)
 

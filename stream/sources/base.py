@@ -76,6 +76,19 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
+def captured(image: np.ndarray, index: int, source: str, analysis: np.ndarray | None = None) -> Frame:
+    """The ``Frame`` a source hands out for ``image``, stamped with the capture clocks now
+    (``time.monotonic()`` for ages, ``time.time()`` for the event's UTC)."""
+    return Frame(
+        image=image,
+        index=index,
+        t_capture=time.monotonic(),
+        utc_capture=time.time(),
+        source=source,
+        analysis=analysis,
+    )
+
+
 class Source(abc.ABC):
     """A stream of Frames. ``read()`` blocks; None means the end (file over, ``stop`` set, closed).
 

@@ -30,6 +30,7 @@ from stream.sources.base import (
     SourceProperties,
     StatusCallback,
     analysis_image,
+    captured,
     configure_decoder,
     decode_video,
     describe,
@@ -155,14 +156,7 @@ class FileSource(Source):
         small = analysis_image(vframe, self.analysis_size)
         if self._cfg.realtime and not self._pace(step):
             return None
-        frame = Frame(
-            image=image,
-            index=self._index,
-            t_capture=time.monotonic(),
-            utc_capture=time.time(),
-            source=self.name,
-            analysis=small,
-        )
+        frame = captured(image, self._index, self.name, small)
         self._index += 1
         return frame
 

@@ -34,6 +34,7 @@ from stream.sources.base import (
     Stalled,
     StatusCallback,
     analysis_image,
+    captured,
     configure_decoder,
     decode_video,
     describe,
@@ -203,14 +204,7 @@ class LiveSource(Source):
         return False
 
     def _frame(self, image: np.ndarray, small: np.ndarray | None = None) -> Frame:
-        frame = Frame(
-            image=image,
-            index=self._index,
-            t_capture=time.monotonic(),
-            utc_capture=time.time(),
-            source=self.name,
-            analysis=small,
-        )
+        frame = captured(image, self._index, self.name, small)
         self._index += 1
         return frame
 
