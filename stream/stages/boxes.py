@@ -216,9 +216,6 @@ class BoxExtractor:
         self._plans: dict[tuple[str, ...], _ClassPlan] = {}
         self._scratch = Scratch()
 
-    def reset(self) -> None:
-        """Nothing carries over between frames (the scratch memory holds no results)."""
-
     def _plan_for(self, names: tuple[str, ...]) -> _ClassPlan:
         plan = self._plans.get(names)
         if plan is None:

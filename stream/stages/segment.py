@@ -85,9 +85,6 @@ class Segmenter:
     def identity(self) -> dict[str, str]:
         return {"name": self._model.name, "version": self._model.version, "sha256": self._model.sha256}
 
-    def reset(self) -> None:
-        """Stateless: nothing to clear (kept for the stage interface)."""
-
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         if not (
             isinstance(image, np.ndarray)
