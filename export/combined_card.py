@@ -75,6 +75,33 @@ def _open_table(rows: dict[str, dict[str, Any]], at: str, names: dict[str, str] 
     return lines
 
 
+def _open_section(
+    rows: dict[str, dict[str, Any]],
+    rule: dict[str, Any],
+    picked: dict[str, Any],
+    names: dict[str, str] = ROWS,
+    default_note: str = "",
+) -> list[str]:
+    """The open-set splits, then the table at the default rule and at each model's grocery-picked rule."""
+    return [
+        "Absent products must come out unknown. Splits: grocery, catalog = the packshots or train photos of"
+        " 61 of 81 products (every 4th product by name left out), queries = all 296 val photos; top-down,"
+        " the 5-photo catalog without 2 of the 8 products, all 28 pairs, averaged. Per photo (a track"
+        " averages several crops at run time, which this does not credit).",
+        "",
+        f"At the default config (threshold {rule['threshold']}, margin {rule['margin']}, cohort {rule['cohort']}"
+        f"{default_note}):",
+        "",
+        *_open_table(rows, "default", names),
+        "",
+        "At the rule each model's figures pick on the grocery splits alone (bench_recognition `pick_rule`: the"
+        " (threshold, margin) whose worse grocery split has the best (rejected + named right) / 2); for this"
+        f" model threshold {picked['threshold']}, margin {picked['margin']}:",
+        "",
+        *_open_table(rows, "picked", names),
+    ]
+
+
 def _selection_table(selection: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| fine-tuned part | w | " + " | ".join(label for _, label in COLUMNS) + " |",
@@ -153,20 +180,7 @@ def card(export_report: dict, bench: dict, selection: list[dict], latency: dict 
         "",
         "### Open set",
         "",
-        "Absent products must come out unknown. Splits: grocery, catalog = the packshots or train photos of"
-        " 61 of 81 products (every 4th product by name left out), queries = all 296 val photos; top-down,"
-        " the 5-photo catalog without 2 of the 8 products, all 28 pairs, averaged. Per photo (a track"
-        " averages several crops at run time, which this does not credit).",
-        "",
-        f"At the default config (threshold {rule['threshold']}, margin {rule['margin']}, cohort {rule['cohort']}):",
-        "",
-        *_open_table(rows, "default"),
-        "",
-        "At the rule each model's figures pick on the grocery splits alone (bench_recognition `pick_rule`: the"
-        " (threshold, margin) whose worse grocery split has the best (rejected + named right) / 2); for this"
-        f" model threshold {picked['threshold']}, margin {picked['margin']}:",
-        "",
-        *_open_table(rows, "picked"),
+        *_open_section(rows, rule, picked),
         "",
         "### Choosing w",
         "",
@@ -283,21 +297,9 @@ def general_card(export_report: dict, bench: dict, selection: list[dict], latenc
         "",
         "### Open set",
         "",
-        "Absent products must come out unknown. Splits: grocery, catalog = the packshots or train photos of"
-        " 61 of 81 products (every 4th product by name left out), queries = all 296 val photos; top-down,"
-        " the 5-photo catalog without 2 of the 8 products, all 28 pairs, averaged. Per photo (a track"
-        " averages several crops at run time, which this does not credit).",
-        "",
-        f"At the default config (threshold {rule['threshold']}, margin {rule['margin']}, cohort {rule['cohort']};"
-        " picked for this model on the two grocery splits, never on top-down):",
-        "",
-        *_open_table(rows, "default", GENERAL_ROWS),
-        "",
-        "At the rule each model's figures pick on the grocery splits alone (bench_recognition `pick_rule`: the"
-        " (threshold, margin) whose worse grocery split has the best (rejected + named right) / 2); for this"
-        f" model threshold {picked['threshold']}, margin {picked['margin']}:",
-        "",
-        *_open_table(rows, "picked", GENERAL_ROWS),
+        *_open_section(
+            rows, rule, picked, GENERAL_ROWS, "; picked for this model on the two grocery splits, never on top-down"
+        ),
         "",
         "### Choosing w",
         "",

@@ -21,6 +21,7 @@ import numpy as np
 from stream.config import ClassifyConfig
 from stream.stages.embed_worker import BatchWorker
 from stream.stages.protocols import CatalogLike, EmbedderLike
+from stream.stats import Percentiles
 from stream.types import CONFIRMED, REMOVED, UNKNOWN, Detections, Frame, Label, Match, Tracks
 
 BORDER_WEIGHT = 0.3  # a crop cut by the frame edge shows part of the item: trust it less
@@ -180,8 +181,8 @@ class Classifier:
         self.crops_embedded = 0
         self.batches = 0
         self.deferred = 0  # due crops held back because the queue was full
-        self.embed_ms: deque[float] = deque(maxlen=10_000)  # per batch (written by the worker)
-        self.lag_ms: deque[float] = deque(maxlen=10_000)  # crop cut -> its result applied
+        self.embed_ms = Percentiles(10_000)  # per batch (written by the worker)
+        self.lag_ms = Percentiles(10_000)  # crop cut -> its result applied
 
     @property
     def enabled(self) -> bool:
@@ -228,8 +229,8 @@ class Classifier:
             "crops_embedded": self.crops_embedded,
             "batches": self.batches,
             "deferred": self.deferred,
-            "embed_ms": _percentiles(self.embed_ms),
-            "label_lag_ms": _percentiles(self.lag_ms),
+            "embed_ms": self.embed_ms.summary(),
+            "label_lag_ms": self.lag_ms.summary(),
         }
 
     def update(self, frame: Frame, detections: Detections, tracks: Tracks) -> dict[int, Label]:
@@ -326,7 +327,7 @@ class Classifier:
         for i, match in zip(rows, found, strict=True):
             matches[i] = match
         self.batches += 1
-        self.embed_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.embed_ms.add((time.perf_counter() - t0) * 1000.0)
         return [_Result(j, v, m) for j, v, m in zip(jobs, vectors, matches, strict=True)]
 
     # -- results (update thread) -----------------------------------------------------------------
@@ -339,7 +340,7 @@ class Classifier:
             if job.generation != self._generation or job.track_id not in self._pending:
                 continue  # the track was removed, or the pipeline reset, while its crop was in flight
             self._pending.discard(job.track_id)
-            self.lag_ms.append((now - job.t_submit) * 1000.0)
+            self.lag_ms.add((now - job.t_submit) * 1000.0)
             mem = self._tracks.setdefault(job.track_id, _TrackMemory())
             mem.vectors.append(res.vector)
             mem.weights.append(job.weight)
@@ -375,10 +376,3 @@ def _mean(vectors: tuple[np.ndarray, ...], weights: tuple[float, ...]) -> np.nda
     w = np.asarray(weights, np.float32)
     m = (v * (w[:, None] + 1e-6)).sum(axis=0)
     return (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
-
-
-def _percentiles(values: deque[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
