@@ -29,7 +29,7 @@ from typing import IO, Any, cast
 
 from stream.app import LaneLog
 from stream.app import build_runtime as _build_runtime
-from stream.config import Config, LaneSpec
+from stream.config import Config, LaneSpec, SegmentConfig
 from stream.outputs.lane import LanesHttp, lane_identity
 from stream.outputs.overlay import Overlay
 from stream.runtime import Runtime
@@ -93,17 +93,10 @@ class Models:
     catalogs: dict[Any, Catalog] = field(default_factory=dict)
     batchers: list[SegmentBatcher] = field(default_factory=list)
 
-    @staticmethod
-    def segment_key(cfg: Config) -> Any:
-        """What makes two lanes' segmenters the same model: the model settings (a station's fitted
-        model has a path of its own)."""
-        return station_use.segment_config(cfg, station_use.load(cfg)).model
-
-    def segmenter(self, cfg: Config, lanes: int) -> Any:
-        """The segmenter this lane's config names (a station's fitted one when it has one), shared by
-        the ``lanes`` lanes that name it; behind a ``SegmentBatcher`` when ``segment.batch_window_ms``
-        > 0 (a client per lane)."""
-        seg_cfg = station_use.segment_config(cfg, station_use.load(cfg))
+    def segmenter(self, cfg: Config, seg_cfg: SegmentConfig, lanes: int) -> Any:
+        """The segmenter of ``seg_cfg`` (the lane's, or its station's fitted one), shared by the
+        ``lanes`` lanes that name the same model settings; behind a ``SegmentBatcher`` when
+        ``segment.batch_window_ms`` > 0 (a client per lane)."""
         key = seg_cfg.model
         if key not in self.segmenters:
             seg = Segmenter(seg_cfg)
@@ -201,9 +194,13 @@ class _LanesRun:
         unrecognised = [lane.name for lane in lanes if _catalog_dir(lane, catalog) is None]
         if unrecognised:
             log.warning("no catalog for lane(s) %s: their items are tracked and reported as unrecognised", unrecognised)
-        keys = [models.segment_key(lane.config) for lane in lanes]
+        # Two lanes share a segmenter when their model settings agree (a station's fitted model has a path
+        # of its own); each profile is read once here.
+        seg_cfgs = [station_use.segment_config(lane.config, station_use.load(lane.config)) for lane in lanes]
+        keys = [c.model for c in seg_cfgs]
         self.segmenters = {
-            lane.name: models.segmenter(lane.config, keys.count(key)) for lane, key in zip(lanes, keys, strict=True)
+            lane.name: models.segmenter(lane.config, c, keys.count(c.model))
+            for lane, c in zip(lanes, seg_cfgs, strict=True)
         }
         shared: dict[Any, SharedSinks] = {}
         self.sinks: dict[str, Any] = {}
