@@ -41,6 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.app import catalog_item_crop
 from stream.config import LaneSpec, load_config, load_lanes
 from stream.lanes import Models, run_lanes
 from stream.sinks import MemorySink
@@ -87,7 +88,7 @@ def make_clip(out: Path, seconds: float) -> int:
 
 def make_catalog(out: Path) -> Path:
     cfg = load_config()
-    Catalog.from_images(demo_photos(), Embedder(cfg.classify.model), cfg.catalog).save(out)
+    Catalog.from_images(demo_photos(), Embedder(cfg.classify.model), cfg.catalog, catalog_item_crop(cfg)).save(out)
     return out
 
 

@@ -36,7 +36,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.app import build_runtime
+from stream.app import build_runtime, catalog_item_crop
 from stream.config import load_config
 from stream.sinks import MemorySink
 from stream.sources.demo import demo_photos
@@ -124,7 +124,7 @@ def main() -> None:
 
     cfg = load_config()
     embedder = Embedder(cfg.classify.model)
-    catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog)
+    catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog, catalog_item_crop(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "checkout-640x480.mp4"
         n = render_video(video, args.seconds)

@@ -13,7 +13,10 @@ per model sha256 under --cache); a product's score is its best catalog photo's c
   unseen products only for a model trained with them held out (``python -m export embedder`` without
   ``--all-products``); for an all-products model they are seen products.
 - ``topdown``: real top-down photos (8 products nobody trained on): catalog = the first 5 photos of each
-  product by file name, queries = the other 296. Validation only.
+  product by file name, queries = the other 296. Validation only. ``topdown_crops``: the same catalog,
+  each query cut to its largest item by the shipped segmenter: what the runtime embeds.
+- Catalogs are built as the default config builds them: with ``catalog.item_views`` each gallery photo
+  counts whole and as its largest item (``--compare-views`` also scores the other way).
 - open set (``open_*``), at the runtime's rule (``classify`` section of the default config) and swept over
   its threshold: ``grocery``: catalog = the packshots (or train photos) of 61 products (every 4th product by
   name left out), queries = all val photos; ``topdown``: the 5-photo catalog without 2 of the 8 products,
@@ -74,38 +77,54 @@ def _scores(gallery: Embedded, queries: Embedded) -> tuple[np.ndarray, np.ndarra
     return product_scores(queries.vectors, gallery.vectors, owner, len(names)), _index(queries.products, names), owner
 
 
-def protocols(e: dict[str, Embedded]) -> dict[str, tuple[Embedded, Embedded]]:
+def _gallery(e: dict[str, Embedded], name: str, keep: np.ndarray | None, item_views: bool) -> Embedded:
+    """Set ``name`` (rows ``keep``) as a catalog holds it: each photo whole, plus its item view when
+    ``item_views`` (``catalog.item_views``)."""
+    whole, items = e[name], e[f"{name}_items"]
+    if keep is not None:
+        whole, items = whole.select(keep), items.select(keep)
+    return whole + items if item_views else whole
+
+
+def protocols(e: dict[str, Embedded], item_views: bool) -> dict[str, tuple[Embedded, Embedded]]:
     """name -> (gallery, queries) for every closed-set protocol."""
     held = np.array([p in HELD_OUT for p in e["val"].products])
     unseen = e["train"].select(np.array([p in HELD_OUT for p in e["train"].products])) + e["val"].select(held)
-    td, rank = e["topdown"], _rank_in_product(e["topdown"])
+    rank = _rank_in_product(e["topdown"])
+    train, iconic = _gallery(e, "train", None, item_views), _gallery(e, "iconic", None, item_views)
+    td_gallery = _gallery(e, "topdown", rank < CATALOG_PHOTOS, item_views)
     return {
-        "val_train": (e["train"], e["val"]),
-        "val_iconic": (e["iconic"], e["val"]),
-        "val_train_held_out": (e["train"], e["val"].select(held)),
-        "val_iconic_held_out": (e["iconic"], e["val"].select(held)),
-        "unseen_iconic": (e["iconic"], unseen),
-        "topdown": (td.select(rank < CATALOG_PHOTOS), td.select(rank >= CATALOG_PHOTOS)),
+        "val_train": (train, e["val"]),
+        "val_iconic": (iconic, e["val"]),
+        "val_train_held_out": (train, e["val"].select(held)),
+        "val_iconic_held_out": (iconic, e["val"].select(held)),
+        "unseen_iconic": (iconic, unseen),
+        "topdown": (td_gallery, e["topdown"].select(rank >= CATALOG_PHOTOS)),
+        "topdown_crops": (td_gallery, e["topdown_items"].select(rank >= CATALOG_PHOTOS)),
     }
 
 
-def open_protocols(e: dict[str, Embedded]) -> dict[str, list[tuple[Embedded, Embedded]]]:
+def open_protocols(e: dict[str, Embedded], item_views: bool) -> dict[str, list[tuple[Embedded, Embedded]]]:
     """name -> [(gallery without some products, queries of all)], figures averaged over the list."""
     products = sorted(set(e["train"].products))
     absent = set(products[3::4])
     out: dict[str, list[tuple[Embedded, Embedded]]] = {}
     for cat in ("iconic", "train"):
-        g = e[cat]
-        out[f"open_grocery_{cat}"] = [(g.select(np.array([p not in absent for p in g.products])), e["val"])]
+        keep = np.array([p not in absent for p in e[cat].products])
+        out[f"open_grocery_{cat}"] = [(_gallery(e, cat, keep, item_views), e["val"])]
     td, rank = e["topdown"], _rank_in_product(e["topdown"])
     names = sorted(set(td.products))
-    out["open_topdown"] = [
-        (
-            td.select((rank < CATALOG_PHOTOS) & np.array([p not in pair for p in td.products])),
-            td.select(rank >= CATALOG_PHOTOS),
-        )
-        for pair in itertools.combinations(names, 2)
-    ]
+    pairs = list(itertools.combinations(names, 2))
+    for key, queries in (("open_topdown", td), ("open_topdown_crops", e["topdown_items"])):
+        out[key] = [
+            (
+                _gallery(
+                    e, "topdown", (rank < CATALOG_PHOTOS) & np.array([p not in pr for p in td.products]), item_views
+                ),
+                queries.select(rank >= CATALOG_PHOTOS),
+            )
+            for pr in pairs
+        ]
     return out
 
 
@@ -118,13 +137,13 @@ def _mean_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def evaluate(e: dict[str, Embedded], rule: UnknownRule) -> dict[str, Any]:
+def evaluate(e: dict[str, Embedded], rule: UnknownRule, item_views: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, (g, q) in protocols(e).items():
+    for name, (g, q) in protocols(e, item_views).items():
         scores, truth, _ = _scores(g, q)
         out[name] = closed_set(scores, truth)
     raw: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for name, splits in open_protocols(e).items():
+    for name, splits in open_protocols(e, item_views).items():
         per_split, raw[name] = [], []
         for g, q in splits:
             scores, truth, _ = _scores(g, q)
@@ -203,7 +222,15 @@ def split_general(model: Path, e: dict[str, Embedded]) -> tuple[dict[str, Embedd
 
 
 def _table(results: dict[str, dict[str, Any]]) -> str:
-    cols = ("val_train", "val_iconic", "val_train_held_out", "val_iconic_held_out", "unseen_iconic", "topdown")
+    cols = (
+        "val_train",
+        "val_iconic",
+        "val_train_held_out",
+        "val_iconic_held_out",
+        "unseen_iconic",
+        "topdown",
+        "topdown_crops",
+    )
     head = f"{'model':<28}" + "".join(f"{c[:18]:>19}" for c in cols)
     lines = [head]
     for name, r in results.items():
@@ -213,7 +240,7 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
         f"{'open set at the default rule':<40} {'absent rejected':>16} {'known correct':>14} {'known rejected':>15}"
     )
     for name, r in results.items():
-        for key in ("open_grocery_iconic", "open_grocery_train", "open_topdown"):
+        for key in ("open_grocery_iconic", "open_grocery_train", "open_topdown", "open_topdown_crops"):
             o = r[key]
             lines.append(
                 f"{(name + ' ' + key[5:])[:40]:<40} {o['unknown_rejected'] * 100:15.1f}%"
@@ -227,7 +254,7 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
             f"{name[:28]:<28} threshold={pk['threshold']:.2f} margin={pk['margin']:.2f}  "
             + "  ".join(
                 f"{k[5:]} {pk[k]['unknown_rejected'] * 100:.1f}%/{pk[k]['known_correct'] * 100:.1f}%"
-                for k in (*PICK_ON, "open_topdown")
+                for k in (*PICK_ON, "open_topdown", "open_topdown_crops")
             )
         )
     return "\n".join(lines)
@@ -239,7 +266,7 @@ def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    keys = ("open_grocery_iconic", "open_grocery_train", "open_topdown")
+    keys = ("open_grocery_iconic", "open_grocery_train", "open_topdown", "open_topdown_crops")
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), sharey=True)
     for ax, key in zip(axes, keys, strict=True):
         for name, r in results.items():
@@ -303,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GENERAL",
         help="also score a GeneralNet ONNX's projection and pooled parts combined for each --weights w",
     )
+    p.add_argument(
+        "--compare-views",
+        action="store_true",
+        help="also score each model's catalogs the other way (whole photos only / with item views)",
+    )
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "checkout-stream" / "bench_recognition")
     p.add_argument("--threads", type=int, default=1)
@@ -310,17 +342,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="PNG of the open-set sweeps (default: beside --out)")
     args = p.parse_args(argv)
     models = [_named(s) for s in (args.models or [f"shipped={ROOT / 'stream/models/embedder.onnx'}"])]
-    rule = UnknownRule.from_config(load_config().classify)
+    cfg = load_config()
+    rule, views = UnknownRule.from_config(cfg.classify), cfg.catalog.item_views
     results: dict[str, dict[str, Any]] = {}
     for name, path in models:
-        results[name] = {"model": _shown(path), **evaluate(embed_all(path, args.cache, args.threads), rule)}
+        e = embed_all(path, args.cache, args.threads)
+        results[name] = {"model": _shown(path), "item_views": views, **evaluate(e, rule, views)}
+        if args.compare_views:
+            other = f"{name} {'whole photos only' if views else 'with item views'}"
+            results[other] = {"model": _shown(path), "item_views": not views, **evaluate(e, rule, not views)}
     if args.sweep:
         a, b = (embed_all(m, args.cache, args.threads) for m in args.sweep)
         for w in args.weights:
             results[f"w={w:g}"] = {
                 "model": f"combined {_shown(args.sweep[0])} + {_shown(args.sweep[1])}",
                 "w": w,
-                **evaluate(combine(a, b, w), rule),
+                **evaluate(combine(a, b, w), rule, views),
             }
     if args.split_general:
         a, b = split_general(args.split_general, embed_all(args.split_general, args.cache, args.threads))
@@ -328,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"w={w:g}"] = {
                 "model": f"parts of {_shown(args.split_general)}",
                 "w": w,
-                **evaluate(a if w == 0 else b if w == 1 else combine(a, b, w), rule),
+                **evaluate(a if w == 0 else b if w == 1 else combine(a, b, w), rule, views),
             }
     for spec in args.combined:
         name, w, parts = _combination(spec)
@@ -336,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {
             "model": f"combined {_shown(parts[0])} + {_shown(parts[1])}",
             "w": w,
-            **evaluate(combine(ea, eb, w), rule),
+            **evaluate(combine(ea, eb, w), rule, views),
         }
     print(_table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.app import catalog_item_crop
 from stream.config import load_config
 from stream.eval.scenes import score_seeds
 from stream.sources.demo import demo_photos
@@ -37,7 +38,7 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(overrides=overrides)
     embedder = Embedder(cfg.classify.model)
-    catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog)
+    catalog = Catalog.from_images(demo_photos(), embedder, cfg.catalog, catalog_item_crop(cfg))
     result = score_seeds(args.seeds, args.seconds, embedder, catalog, overrides)
     rows, total = result["rows"], result["total"]
     cols = list(rows[0])

@@ -20,6 +20,7 @@ classifier's input); ``forward(x)`` -> [N, 1000] ImageNet logits.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from pathlib import Path
 
@@ -34,10 +35,11 @@ BN_MOMENTUM = 0.01  # TF's 0.99 decay
 HEAD_CHANNELS = 1280
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
 FEATURE_CHANNELS = (16, 24, 40, 112, 320)
-VARIANTS = ("lite0", "lite1")
-NATIVE_SIZE = {"lite0": 224, "lite1": 240}  # the ImageNet training resolution of each variant
-# Output channels of each stage -> stride of its first block (width multiplier 1.0 for Lite0/1).
-_STAGE_STRIDE = {16: 1, 24: 2, 40: 2, 80: 2, 112: 1, 192: 2, 320: 1}
+VARIANTS = ("lite0", "lite1", "lite2")
+NATIVE_SIZE = {"lite0": 224, "lite1": 240, "lite2": 260}  # the ImageNet training resolution of each variant
+# Stride of the first block of each of EfficientNet's seven stages (every variant; a stage starts
+# where the block's output width changes).
+_STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 
 
 class SameConv2d(nn.Conv2d):
@@ -103,21 +105,18 @@ class EfficientNetLite(nn.Module):
         self._conv_head = SameConv2d(last, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
-        # Index of the last block of each feature stride: a block ending a stage whose successor
-        # down-samples (or the very last block).
-        ends: list[int] = []
-        for i, (_, cout, _, _, _) in enumerate(blocks):
-            nxt = blocks[i + 1] if i + 1 < len(blocks) else None
-            if cout in (16, 24, 40, 112, 320) and (nxt is None or nxt[1] != cout):
-                ends.append(i)
-        self.feature_ends = tuple(ends)
+        # Index of the last block of each feature stride: the last block of stages 0, 1, 2, 4 and 6
+        # (stage 3 shares stride 16 with stage 4, stage 5 stride 32 with stage 6).
+        stage_of = list(itertools.accumulate(int(cin != cout) for cin, cout, *_ in blocks))
+        last_of = {st - 1: i for i, st in enumerate(stage_of)}
+        self.feature_ends = tuple(last_of[st] for st in (0, 1, 2, 4, 6))
 
     def last_block_at(self, stride: int) -> int:
         """Index of the last block whose output has ``stride`` (e.g. 8: Lite0 -> 4, Lite1 -> 6)."""
         return self.feature_ends[FEATURE_STRIDES.index(stride)]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps at strides 2, 4, 8, 16, 32 (channels 16, 24, 40, 112, 320)."""
+        """Feature maps at strides 2, 4, 8, 16, 32 (channels 16, 24, 40, 112, 320 for Lite0/1)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         out = []
         for i, block in enumerate(self._blocks):
@@ -143,11 +142,13 @@ def _blocks_from_state_dict(sd: dict[str, torch.Tensor]) -> list[tuple[int, int,
     n = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("_blocks."))
     blocks = []
     cin = sd["_conv_stem.weight"].shape[0]
+    stage = -1
     for i in range(n):
         dw = sd[f"_blocks.{i}._depthwise_conv.weight"]
         cout = sd[f"_blocks.{i}._project_conv.weight"].shape[0]
         expand = dw.shape[0] // cin
-        stride = _STAGE_STRIDE[cout] if cout != cin else 1
+        stage += cout != cin
+        stride = _STAGE_STRIDES[stage] if cout != cin else 1
         blocks.append((cin, cout, expand, dw.shape[-1], stride))
         cin = cout
     return blocks
@@ -178,7 +179,7 @@ def weights_path(variant: str = "lite0") -> Path:
 
 
 def build(variant: str = "lite0", pretrained: bool = True) -> EfficientNetLite:
-    """Build EfficientNet-Lite0/1; ``pretrained`` loads ImageNet weights strictly."""
+    """Build EfficientNet-Lite0/1/2; ``pretrained`` loads ImageNet weights strictly."""
     sd = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
     model = EfficientNetLite(_blocks_from_state_dict(sd))
     if pretrained:

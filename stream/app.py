@@ -33,7 +33,7 @@ from stream.sinks import SinkSet, make_sinks
 from stream.sources.base import Source, SourceProperties, StatusCallback
 from stream.stages.boxes import BoxExtractor
 from stream.stages.catalog import Catalog
-from stream.stages.classify import Classifier
+from stream.stages.classify import Classifier, LargestItemCrop
 from stream.stages.embed import Embedder
 from stream.stages.protocols import CatalogLike, EmbedderLike, SegmenterLike
 from stream.stages.segment import Segmenter
@@ -68,6 +68,19 @@ class RunOptions:
     frames_log: Path | None = None
 
 
+def catalog_item_crop(cfg: Config, *, always: bool = False) -> LargestItemCrop | None:
+    """The item views of catalog photos (``catalog.item_views``): the default segmenter and box stage,
+    cut with the runtime's crop settings; None when item views are off (unless ``always``)."""
+    if not (cfg.catalog.item_views or always):
+        return None
+    return LargestItemCrop(
+        Segmenter(cfg.segment),
+        BoxExtractor(cfg.boxes),
+        cfg.classify.crop_padding,
+        cfg.classify.mask_background,
+    )
+
+
 def load_recognition(
     cfg: Config, catalog_dir: Path | None = None, photos: dict[str, list[np.ndarray]] | None = None
 ) -> tuple[Embedder | None, Catalog | None]:
@@ -77,7 +90,7 @@ def load_recognition(
         return None, None
     embedder = Embedder(cfg.classify.model)
     if photos is not None:
-        return embedder, Catalog.from_images(photos, embedder, cfg.catalog)
+        return embedder, Catalog.from_images(photos, embedder, cfg.catalog, catalog_item_crop(cfg))
     assert catalog_dir is not None
     return embedder, Catalog.load(catalog_dir, embedder, cfg.catalog)
 

@@ -184,30 +184,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _vectors(info: dict[str, Any]) -> str:
+    views = "each photo whole and its item" if info.get("item_views") else "one per photo"
+    return f"{info.get('vectors')} vectors ({views})"
+
+
 def cmd_catalog_build(args: argparse.Namespace) -> int:
+    from stream.app import catalog_item_crop
     from stream.stages.catalog import Catalog
     from stream.stages.embed import Embedder
 
     cfg = _config(args)
     embedder = Embedder(cfg.classify.model)
-    catalog = Catalog.build(Path(args.photos), embedder, cfg.catalog, progress=not args.quiet)
+    catalog = Catalog.build(
+        Path(args.photos), embedder, cfg.catalog, progress=not args.quiet, crop=catalog_item_crop(cfg)
+    )
     catalog.save(Path(args.output))
     info = catalog.info()
-    print(f"catalog {args.output}: {info.get('products')} products, {info.get('vectors')} images")
+    print(f"catalog {args.output}: {info.get('products')} products, {_vectors(info)}")
     return EXIT_OK
 
 
 def cmd_catalog_add(args: argparse.Namespace) -> int:
+    from stream.app import catalog_item_crop
     from stream.stages.catalog import Catalog
     from stream.stages.embed import Embedder
 
     cfg = _config(args)
     embedder = Embedder(cfg.classify.model)
-    catalog = Catalog.load(Path(args.catalog), embedder, cfg.catalog)
+    catalog = Catalog.load(Path(args.catalog), embedder, cfg.catalog, crop=catalog_item_crop(cfg))
     catalog.add(Path(args.photos), embedder)
     catalog.save(Path(args.catalog))
     info = catalog.info()
-    print(f"catalog {args.catalog}: {info.get('products')} products, {info.get('vectors')} images")
+    print(f"catalog {args.catalog}: {info.get('products')} products, {_vectors(info)}")
     return EXIT_OK
 
 
@@ -222,10 +231,20 @@ def cmd_catalog_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_catalog(args: argparse.Namespace) -> int:
+    from stream.app import catalog_item_crop
     from stream.eval.catalog import eval_catalog, format_table
 
     cfg = _config(args)
-    result = eval_catalog(Path(args.gallery), Path(args.queries), cfg.classify, cfg.catalog, progress=not args.json)
+    crop = catalog_item_crop(cfg)
+    result = eval_catalog(
+        Path(args.gallery),
+        Path(args.queries),
+        cfg.classify,
+        cfg.catalog,
+        progress=not args.json,
+        crop=crop,
+        query_crop=(crop or catalog_item_crop(cfg, always=True)) if args.query_crops else None,
+    )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     if args.plot is not None:
         from stream.eval.catalog import plot_open_set
@@ -361,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("catalog", help="top-1/top-5 of the embedder + catalog")
     p.add_argument("--gallery", required=True, help="DIR/<product>/*.jpg or DIR/<product>.jpg (the catalog)")
     p.add_argument("--queries", required=True, help="DIR/<product>/*.jpg (photos to recognise)")
+    p.add_argument(
+        "--query-crops",
+        action="store_true",
+        help="cut each query photo to its largest item first (the segmenter), as the runtime crops items",
+    )
     p.add_argument(
         "--plot",
         type=Path,

@@ -104,6 +104,7 @@ class CatalogConfig(Section):
     index: Literal["flat", "hnsw", "ivf"]
     use_gpu: bool
     blas_threshold: int = Field(ge=1, le=10**9)
+    item_views: bool
 
 
 class MqttConfig(Section):

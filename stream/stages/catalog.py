@@ -4,7 +4,11 @@
     CATALOG/catalog.json   product ids, display names, image path and product of every vector
     CATALOG/manifest.json  embedder identity (name, version, sha256), dim, index type, count, created
 
-A product's score for a query is its best photo's cosine similarity; ``search`` returns the top-k
+With item views (``catalog.item_views``, the default) every photo is indexed twice: whole, and cut
+to its largest item by an ``ItemCrop`` (the segmenter and box stage, padded as the runtime pads an
+item crop), so a photo taken on the counter matches the runtime's crops and a close-up still matches
+as a whole; its second path ends in ``#item``. A product's score for a query is its best vector's cosine
+similarity; ``search`` returns the top-k
 distinct products (the alternatives measured against this rule: README, Measured). Loading a
 catalog built by another embedder is refused: its vectors live in another space and every match
 would be silently wrong.
@@ -16,7 +20,7 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EMBED_BATCH = 32
 INDEX_FILE, SIDECAR_FILE, MANIFEST_FILE = "index.faiss", "catalog.json", "manifest.json"
 IDENTITY_KEYS = ("name", "version", "sha256")
+ITEM_SUFFIX = "#item"
+# A photo -> its largest item's crop, or None when the segmenter finds no item in it.
+ItemCrop = Callable[[np.ndarray], "np.ndarray | None"]
 
 
 class CatalogError(RuntimeError):
@@ -91,7 +98,9 @@ def _read_images(files: list[tuple[str, Path]], progress: bool, what: str) -> It
 class Catalog:
     """FAISS index + sidecar; built from photos, saved/loaded as a directory, searched by vectors."""
 
-    def __init__(self, cfg: CatalogConfig, identity: dict[str, str], dim: int, index_type: str) -> None:
+    def __init__(
+        self, cfg: CatalogConfig, identity: dict[str, str], dim: int, index_type: str, crop: ItemCrop | None = None
+    ) -> None:
         if index_type not in INDEX_TYPES:
             raise CatalogError(f"unknown index type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
         self.cfg = cfg
@@ -104,6 +113,8 @@ class Catalog:
         self.vector_product = np.zeros(0, dtype=np.int64)
         self.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.skipped = 0  # unreadable images met while building/adding
+        self.crop = crop  # item views of the photos added from now on (None: whole photos only)
+        self.item_views = crop is not None  # as recorded in the manifest: how the catalog was built
         self._index: faiss.Index | None = None
         self._gpu_index: faiss.Index | None = None
         # faiss keeps this threshold process-wide; small query batches scan faster below it.
@@ -112,16 +123,30 @@ class Catalog:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def build(cls, photos: Path, embedder: EmbedderLike, cfg: CatalogConfig, progress: bool = True) -> Catalog:
-        """Embed every photo under ``photos`` (ROOT/<product>/*.jpg or ROOT/<product>.jpg)."""
-        catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index)
+    def build(
+        cls,
+        photos: Path,
+        embedder: EmbedderLike,
+        cfg: CatalogConfig,
+        progress: bool = True,
+        crop: ItemCrop | None = None,
+    ) -> Catalog:
+        """Embed every photo under ``photos`` (ROOT/<product>/*.jpg or ROOT/<product>.jpg), and its
+        item view when ``crop`` is given."""
+        catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index, crop)
         catalog.add(Path(photos), embedder, progress=progress)
         return catalog
 
     @classmethod
-    def from_images(cls, images: dict[str, list[np.ndarray]], embedder: EmbedderLike, cfg: CatalogConfig) -> Catalog:
+    def from_images(
+        cls,
+        images: dict[str, list[np.ndarray]],
+        embedder: EmbedderLike,
+        cfg: CatalogConfig,
+        crop: ItemCrop | None = None,
+    ) -> Catalog:
         """A catalog from in-memory BGR images per product (the demo's packshots)."""
-        catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index)
+        catalog = cls(cfg, embedder.identity, embedder.dim, cfg.index, crop)
         items = [(p, f"<memory:{p}/{i}>", img) for p in sorted(images) for i, img in enumerate(images[p])]
         if not items:
             raise CatalogError("no product images given: expected {product: [BGR images]}")
@@ -132,6 +157,12 @@ class Catalog:
         """Add the photos under ``photos`` (new products or more views of known ones) without
         rebuilding. Returns how many vectors were added."""
         self._check_identity(embedder.identity, f"photos {photos}")
+        if self.item_views != (self.crop is not None):
+            log.warning(
+                "the catalog was built %s item views; these photos are added %s (catalog.item_views)",
+                "with" if self.item_views else "without",
+                "with" if self.crop is not None else "without",
+            )
         found = find_photos(Path(photos))
         files = [(product, path) for product, paths in found.items() for path in paths]
         if not files:
@@ -164,6 +195,9 @@ class Catalog:
                 skipped += 1
                 continue
             batch.append((product, source, img))
+            item = self.crop(img) if self.crop is not None else None
+            if item is not None and item.size:
+                batch.append((product, source + ITEM_SUFFIX, item))
             if len(batch) >= EMBED_BATCH:
                 flush()
         flush()
@@ -232,11 +266,13 @@ class Catalog:
             "index": self.index_type,
             "count": int(len(self.vector_product)),
             "products": len(self.products),
+            "item_views": self.item_views,
             "created": self.created,
         }
 
     @classmethod
-    def load(cls, directory: Path, embedder: EmbedderLike, cfg: CatalogConfig) -> Catalog:
+    def load(cls, directory: Path, embedder: EmbedderLike, cfg: CatalogConfig, crop: ItemCrop | None = None) -> Catalog:
+        """A saved catalog; photos ``add``-ed to it later get item views when ``crop`` is given."""
         directory = Path(directory)
         paths = [directory / n for n in (INDEX_FILE, SIDECAR_FILE, MANIFEST_FILE)]
         if not all(p.is_file() for p in paths):
@@ -250,7 +286,10 @@ class Catalog:
             index = faiss.read_index(str(paths[0]))
         except (ValueError, RuntimeError) as exc:
             raise CatalogError(f"catalog {directory} is corrupt ({exc}); rebuild it") from None
-        catalog = cls(cfg, manifest.get("embedder", {}), int(manifest.get("dim", 0)), manifest.get("index", "flat"))
+        catalog = cls(
+            cfg, manifest.get("embedder", {}), int(manifest.get("dim", 0)), manifest.get("index", "flat"), crop
+        )
+        catalog.item_views = bool(manifest.get("item_views", False))
         catalog._check_identity(embedder.identity, f"catalog {directory}", built=True)
         if catalog.dim != embedder.dim or index.d != embedder.dim:
             raise CatalogError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from stream.config import ClassifyConfig
 from stream.stages.embed_worker import BatchWorker
-from stream.stages.protocols import CatalogLike, EmbedderLike
+from stream.stages.protocols import BoxesLike, CatalogLike, EmbedderLike, SegmenterLike
 from stream.stats import Percentiles
 from stream.types import CONFIRMED, REMOVED, UNKNOWN, Detections, Frame, Label, Match, Tracks
 
@@ -122,6 +122,24 @@ def crop_item(frame: Frame, detections: Detections, row: int, padding: float, ma
         )
         crop[mask == 0] = 127
     return crop
+
+
+class LargestItemCrop:
+    """A catalog photo -> its largest item, cut as ``crop_item`` cuts the runtime's item crops (None when
+    the segmenter finds no item): the ``ItemCrop`` of ``catalog.item_views``."""
+
+    def __init__(self, segmenter: SegmenterLike, boxes: BoxesLike, padding: float, mask_background: bool) -> None:
+        self._segmenter = segmenter
+        self._boxes = boxes
+        self._padding = padding
+        self._mask = mask_background
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        detections = self._boxes.extract(self._segmenter.segment(image))
+        if not len(detections.area):
+            return None
+        frame = Frame(image=image, index=0, t_capture=0.0, utc_capture=0.0, source="photo")
+        return crop_item(frame, detections, int(np.argmax(detections.area)), self._padding, self._mask)
 
 
 @dataclass(frozen=True)
