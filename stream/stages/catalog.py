@@ -4,7 +4,7 @@
     CATALOG/catalog.json   product ids, display names, image path and product of every vector
     CATALOG/manifest.json  embedder identity (name, version, sha256), dim, index type, count, created
 
-With item views (``catalog.item_views``, the default) every photo is indexed twice: whole, and cut
+With item views (``catalog.item_views``, off by default) every photo is indexed twice: whole, and cut
 to its largest item by an ``ItemCrop`` (the segmenter and box stage, padded as the runtime pads an
 item crop), so a photo taken on the counter matches the runtime's crops and a close-up still matches
 as a whole; its second path ends in ``#item``. A product's score for a query is its best vector's cosine
