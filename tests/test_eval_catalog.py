@@ -97,7 +97,7 @@ def _topdown_split(tmp_path: Path) -> tuple[Path, Path]:
 def test_item_views_match_the_runtime_crops_of_real_counter_photos(tmp_path: Path) -> None:
     """Catalog photos taken on a counter, queries cut to their item as the runtime cuts them: indexing
     each photo's item view (catalog.item_views) names them right far more often than whole photos alone
-    (measured on all 296 queries: 87.5 % against 72.0 %, benchmarks/results/recognition.json)."""
+    (measured on all 296 queries: 88.2 % against 70.9 %, benchmarks/results/recognition_item_views.json)."""
     gallery, queries = _topdown_split(tmp_path)
     args = ("eval", "catalog", "--gallery", str(gallery), "--queries", str(queries), "--query-crops", "--json")
     with_items = tmp_path / "items.yaml"
