@@ -116,9 +116,15 @@ def _selection_table(selection: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _latency_table(latency: dict[str, Any], new: str = "combined", old_label: str = "fine-tuned alone") -> list[str]:
+def _latency_section(latency: dict[str, Any], new: str, old_label: str, beside: str) -> list[str]:
+    """The card's latency paragraph: ``new`` beside the ``embedder`` rows of a bench_models JSON
+    (``old_label`` in the table, ``beside`` in the sentence above it)."""
     rows = {(r["model"], r["precision"], r["threads"], r["batch"]): r["median_ms"] for r in latency["rows"]}
     lines = [
+        "",
+        f"CPU latency beside the {beside} (ONNX Runtime {latency['onnxruntime']}, median of"
+        f" {latency['rows'][0]['reps']} interleaved rounds, shared 2-core machine under load: indicative):",
+        "",
         f"| precision | threads | batch | {old_label} (ms) | {new} (ms) | ratio |",
         "|---|---|---|---|---|---|",
     ]
@@ -193,14 +199,7 @@ def card(export_report: dict, bench: dict, selection: list[dict], latency: dict 
         f" max |diff| {export_report['torch_vs_ort']['max_abs']:.2e}.",
     ]
     if latency:
-        reps = latency["rows"][0]["reps"]
-        lines += [
-            "",
-            f"CPU latency beside the fine-tuned model alone (ONNX Runtime {latency['onnxruntime']},"
-            f" median of {reps} interleaved rounds, shared 2-core machine under load: indicative):",
-            "",
-            *_latency_table(latency),
-        ]
+        lines += _latency_section(latency, "combined", "fine-tuned alone", "fine-tuned model alone")
     lines += [
         "",
         "## Reproduce",
@@ -312,14 +311,7 @@ def general_card(export_report: dict, bench: dict, selection: list[dict], latenc
         f" max |diff| {export_report['torch_vs_ort']['max_abs']:.2e}.",
     ]
     if latency:
-        reps = latency["rows"][0]["reps"]
-        lines += [
-            "",
-            f"CPU latency beside the previous embedder (ONNX Runtime {latency['onnxruntime']}, median of {reps}"
-            " interleaved rounds, shared 2-core machine under load: indicative):",
-            "",
-            *_latency_table(latency, "general", "previous embedder"),
-        ]
+        lines += _latency_section(latency, "general", "previous embedder", "previous embedder")
     lines += [
         "",
         "## Reproduce",
