@@ -3,7 +3,9 @@
 Sets (../shared/data/real, see its README; none is ever trained on):
 - topdown-products: one product per photo, ``eval count --count 1``: share of photos with exactly one item.
 - hands VALIDATION split (egohands 11-20, desk 76-100): share of hand pixels called item/boundary and
-  share of images with an item lying on a hand (>= half of the item's pixels on the hand mask).
+  share of images with an item lying on a hand (>= half of the item's pixels on the hand mask); the
+  TRAIN split (egohands 01-10, desk 51-75) beside it, which the segmenter's composites cut hands from
+  and bench_birth_threshold.py chooses the tracker's birth threshold on.
 - belt: the station onboarded from the empty frames named in bolt.json (reference only, no fitting),
   then the share of bolt.json's frames counted right, without and with the station.
 
@@ -28,22 +30,28 @@ from stream.station.onboard import create_station
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 HANDS_VALIDATION = "11-20,76-100"
+HANDS_TRAIN = "1-10,51-75"
 
 
-def measure(model: str) -> dict:
-    cfg = load_config(overrides={"segment.model.provider": "cpu"})
+def measure(model: str, overrides: dict | None = None) -> dict:
+    """The real sets counted with segmenter ``model`` and the default config plus ``overrides``; items
+    are the detections that could start a track (track.new_track_threshold), as the runtime reports."""
+    cfg = load_config(overrides={"segment.model.provider": "cpu", **(overrides or {})})
     seg_cfg = replace(
         cfg.segment, model=replace(cfg.segment.model, path=model, verify_checksum=model.startswith("builtin:"))
     )
-    seg, ext, identity = product_stages(seg_cfg, cfg.boxes)
+    seg, ext, identity = product_stages(seg_cfg, cfg.boxes, cfg.track)
     top = eval_count([REAL / "topdown-products"], seg, ext, count=1)
     hands = [REAL / "hands" / n for n in ("egohands", "desk")]
-    hv = eval_count(
-        [h / "images" for h in hands],
-        seg,
-        ext,
-        masks=[h / "masks" for h in hands],
-        select=parse_select(HANDS_VALIDATION),
+    hv, ht = (
+        eval_count(
+            [h / "images" for h in hands],
+            seg,
+            ext,
+            masks=[h / "masks" for h in hands],
+            select=parse_select(split),
+        )
+        for split in (HANDS_VALIDATION, HANDS_TRAIN)
     )
     spec = json.loads((REAL / "belt" / "bolt.json").read_text())
     clip = REAL / "belt" / spec["clip"]
@@ -54,6 +62,7 @@ def measure(model: str) -> dict:
             clip,
             segment_cfg=seg_cfg,
             boxes_cfg=cfg.boxes,
+            track_cfg=cfg.track,
             frames=[tuple(spec["empty_frames"])],
             check=clip,
             check_counts_text=counts,
@@ -63,7 +72,9 @@ def measure(model: str) -> dict:
         "model": identity,
         "path": model,
         "topdown_products": top,
+        "new_track_threshold": cfg.track.new_track_threshold,
         "hands_validation": hv,
+        "hands_train": ht,
         "belt": {"empty_holdout": belt["empty_holdout"], **{k: v for k, v in belt["check"].items() if k != "source"}},
     }
 

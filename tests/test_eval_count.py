@@ -125,7 +125,7 @@ def test_mask_of_another_size_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (DATA / "hands").is_dir(), reason="../shared/data/real/hands is absent")
 def test_shipped_segmenter_on_real_hands_runs() -> None:
     cfg = load_config(overrides={"segment.model.provider": "cpu"})
-    seg, ext, _ = product_stages(cfg.segment, cfg.boxes)
+    seg, ext, _ = product_stages(cfg.segment, cfg.boxes, cfg.track)
     r = eval_count(
         [DATA / "hands" / "desk" / "images"],
         seg,

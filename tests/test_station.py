@@ -183,13 +183,17 @@ def test_create_station_end_to_end(tmp_path: Path) -> None:
     for i in range(4):
         cv2.imwrite(str(empty / f"{i}.png"), cv2.resize(_counter(i), (320, 240)))
     cfg = load_config(overrides={"segment.model.provider": "cpu"})
-    info = create_station(tmp_path / "st", empty, segment_cfg=cfg.segment, boxes_cfg=cfg.boxes, progress=False)
+    info = create_station(
+        tmp_path / "st", empty, segment_cfg=cfg.segment, boxes_cfg=cfg.boxes, track_cfg=cfg.track, progress=False
+    )
     assert info["empty_frames"] == 4
     assert info["validation"]["empty_holdout"]["n_frames"] == 2
     assert info["validation"]["empty_holdout"]["items_per_frame_station"] == 0.0
     assert "Held-out empty frames" in station_info(tmp_path / "st")
     with pytest.raises(ValueError, match="--check-counts"):
-        create_station(tmp_path / "st2", empty, segment_cfg=cfg.segment, boxes_cfg=cfg.boxes, check=empty)
+        create_station(
+            tmp_path / "st2", empty, segment_cfg=cfg.segment, boxes_cfg=cfg.boxes, track_cfg=cfg.track, check=empty
+        )
 
 
 @pytest.mark.slow
@@ -206,6 +210,7 @@ def test_belt_onboarded_from_its_empty_frames(tmp_path: Path) -> None:
         clip,
         segment_cfg=cfg.segment,
         boxes_cfg=cfg.boxes,
+        track_cfg=cfg.track,
         frames=[(a, b)],
         check=clip,
         check_counts_text=counts,

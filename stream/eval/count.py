@@ -10,7 +10,9 @@ Two kinds of ground truth, either or both:
   a detected item lies on the mask (at least ``on_mask_frac`` of the item's pixels are mask pixels).
 
 The frame goes through Segmenter -> (optional station gate) -> BoxExtractor -> (optional zones), the
-path of ``checkout-stream run``; the class map is upsampled to the image with nearest neighbour.
+path of ``checkout-stream run``, and the items counted are the detections confident enough to start a
+track (``track.can_start_track``: what the runtime would report); the class map is upsampled to the
+image with nearest neighbour.
 ``select`` keeps the images whose numeric stem lies in one of the given inclusive ranges, so a split
 of a numbered set can be named on the command line ("11-20,76-100").
 """
@@ -31,6 +33,7 @@ from stream.eval.segment import IMAGE_SUFFIXES, upsample_nearest
 from stream.stages.boxes import BoxExtractor
 from stream.stages.segment import Segmenter
 from stream.stages.station import Station
+from stream.stages.track import can_start_track
 from stream.stages.zones import Zone, ZoneFilter
 from stream.types import Detections, SegMap
 
@@ -229,10 +232,15 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def product_stages(
-    segment_cfg: Any, boxes_cfg: Any, station: Station | None = None, zones: Sequence[Zone] = ()
+    segment_cfg: Any,
+    boxes_cfg: Any,
+    track_cfg: Any,
+    station: Station | None = None,
+    zones: Sequence[Zone] = (),
 ) -> tuple[SegmentFn, ExtractFn, dict[str, str]]:
     """The runtime's Segmenter (through ``station``'s gate when given) and BoxExtractor (then the
-    zones) as the two callables ``eval_count`` takes, and the segmenter's identity."""
+    zones, then the tracker's birth rule) as the two callables ``eval_count`` takes, and the
+    segmenter's identity."""
     segmenter, boxes, zone_filter = Segmenter(segment_cfg), BoxExtractor(boxes_cfg), ZoneFilter(zones)
 
     def segment(image: np.ndarray) -> SegMap:
@@ -240,6 +248,8 @@ def product_stages(
         return station.apply(image, segmap) if station is not None else segmap
 
     def extract(_image: np.ndarray, segmap: SegMap) -> Detections:
-        return zone_filter.apply(boxes.extract(segmap))[0]
+        det = zone_filter.apply(boxes.extract(segmap))[0]
+        keep = can_start_track(det.confidence, track_cfg)
+        return det if bool(keep.all()) else det.select(keep)
 
     return segment, extract, segmenter.identity

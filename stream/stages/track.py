@@ -48,6 +48,13 @@ REACQUIRE_IOU = 0.5
 REACQUIRE_INSIDE = 0.8
 
 
+def can_start_track(confidence: np.ndarray, cfg: TrackConfig) -> np.ndarray:
+    """bool [N]: the detections confident enough to start a track, that is to become an item (the
+    birth rule of ``Tracker``). Tools that count items on still images count these, so their
+    figures are what the runtime would report."""
+    return (confidence >= cfg.high_threshold) & (confidence >= cfg.new_track_threshold)
+
+
 class Tracker:
     """Assigns stable ids to item boxes across frames. One instance per source; not thread-safe."""
 
@@ -111,7 +118,7 @@ class Tracker:
 
         used = np.zeros(len(detections), bool)
         used[det_idx[det_idx >= 0]] = True
-        born = high[~used[high] & (conf[high] >= cfg.new_track_threshold)]
+        born = high[~used[high] & can_start_track(conf[high], cfg)]
         self._birth(born, boxes, conf)
         det_idx = self._reacquire(
             np.concatenate([det_idx, born]), boxes, np.concatenate([unreported, np.ones(len(born), bool)])

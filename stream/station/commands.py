@@ -77,6 +77,7 @@ def cmd_station_create(args: argparse.Namespace, cfg: Config) -> int:
         args.empty,
         segment_cfg=cfg.segment,
         boxes_cfg=cfg.boxes,
+        track_cfg=cfg.track,
         frames=parse_select(args.frames),
         zones=zones,
         catalog_photos=args.catalog_photos,
@@ -136,7 +137,7 @@ def cmd_eval_count(args: argparse.Namespace, cfg: Config) -> int:
 
     station = use.load(cfg)
     segment, extract, identity = product_stages(
-        use.segment_config(cfg, station), cfg.boxes, station, use.zones(cfg, station)
+        use.segment_config(cfg, station), cfg.boxes, cfg.track, station, use.zones(cfg, station)
     )
     result = eval_count(
         args.images,

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream.config import BoxesConfig, SegmentConfig, replace
+from stream.config import BoxesConfig, SegmentConfig, TrackConfig, replace
 from stream.eval.count import parse_select
 from stream.stages.boxes import BoxExtractor
 from stream.stages.segment import Segmenter
@@ -41,6 +42,7 @@ from stream.stages.station import (
     load_station,
     save_station,
 )
+from stream.stages.track import can_start_track
 from stream.stages.zones import Zone, ZoneFilter
 from stream.types import Detections, SegMap
 
@@ -110,13 +112,25 @@ def parse_counts(text: str) -> dict[int, int]:
 Count = Callable[[np.ndarray], int]
 
 
-def _counter(segmenter: Segmenter, boxes: BoxExtractor, zones: ZoneFilter, station: Station | None) -> Count:
+@dataclass(frozen=True)
+class Stages:
+    """The runtime's counting stages: segmenter, boxes, zones, and the tracker's birth rule."""
+
+    segmenter: Segmenter
+    boxes: BoxExtractor
+    zones: ZoneFilter
+    track: TrackConfig
+
+
+def _counter(stages: Stages, station: Station | None) -> Count:
+    """Items in one frame: the detections that could start a track (``can_start_track``)."""
+
     def count(frame: np.ndarray) -> int:
-        segmap: SegMap = segmenter.segment(frame)
+        segmap: SegMap = stages.segmenter.segment(frame)
         if station is not None:
             segmap = station.apply(frame, segmap)
-        det: Detections = zones.apply(boxes.extract(segmap))[0]
-        return len(det)
+        det: Detections = stages.zones.apply(stages.boxes.extract(segmap))[0]
+        return int(can_start_track(det.confidence, stages.track).sum())
 
     return count
 
@@ -126,15 +140,14 @@ def _drift(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (frame.astype(np.float32) * ramp).clip(0, 255).astype(np.uint8)
 
 
-def empty_holdout(
-    frames: list[np.ndarray], segmenter: Segmenter, boxes: BoxExtractor, zones: ZoneFilter, params: GateParams
-) -> dict[str, Any]:
+def empty_holdout(frames: list[np.ndarray], stages: Stages, params: GateParams) -> dict[str, Any]:
     """Items counted on held-out empty frames (truth 0), plain and gated, under light changes too."""
     if len(frames) < 2:
         return {"n_frames": 0, "note": "one empty frame: nothing to hold out"}
     fit_frames, held = frames[0::2], frames[1::2]
-    station = Station(root=Path("."), reference=build_reference(fit_frames, segmenter.input_size), params=params)
-    plain, gated = _counter(segmenter, boxes, zones, None), _counter(segmenter, boxes, zones, station)
+    reference = build_reference(fit_frames, stages.segmenter.input_size)
+    station = Station(root=Path("."), reference=reference, params=params)
+    plain, gated = _counter(stages, None), _counter(stages, station)
     out: dict[str, Any] = {
         "n_frames": len(held),
         "reference_frames": len(fit_frames),
@@ -150,9 +163,7 @@ def check_counts(
     frames: list[np.ndarray],
     counts: dict[int, int],
     *,
-    segmenter: Segmenter,
-    boxes: BoxExtractor,
-    zones: ZoneFilter,
+    stages: Stages,
     station: Station,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -160,7 +171,7 @@ def check_counts(
     missing = [i for i in counts if i >= len(frames)]
     if missing:
         raise ValueError(f"--check-counts names frame {missing[0]}, but the check source has {len(frames)} frames")
-    plain, gated = _counter(segmenter, boxes, zones, None), _counter(segmenter, boxes, zones, station)
+    plain, gated = _counter(stages, None), _counter(stages, station)
     right_plain = right_gated = 0
     per_frame = {}
     for i, want in tqdm(sorted(counts.items()), disable=not progress, unit="frame", desc="check"):
@@ -183,6 +194,7 @@ def create_station(
     *,
     segment_cfg: SegmentConfig,
     boxes_cfg: BoxesConfig,
+    track_cfg: TrackConfig,
     frames: Sequence[tuple[int, int]] = (),
     zones: Sequence[Zone] = (),
     catalog_photos: Path | None = None,
@@ -207,7 +219,8 @@ def create_station(
         segment_cfg = replace(
             segment_cfg, model=replace(segment_cfg.model, path=str(root / MODEL), verify_checksum=False)
         )
-    segmenter, boxes, zf = Segmenter(segment_cfg), BoxExtractor(boxes_cfg), ZoneFilter(zones)
+    segmenter = Segmenter(segment_cfg)
+    stages = Stages(segmenter, BoxExtractor(boxes_cfg), ZoneFilter(zones), track_cfg)
     reference = build_reference(empty_frames, segmenter.input_size)
     h, w = empty_frames[0].shape[:2]
     info: dict[str, Any] = {
@@ -221,16 +234,14 @@ def create_station(
     }
     save_station(root, reference, params, info)
     station = load_station(root)
-    validation: dict[str, Any] = {"empty_holdout": empty_holdout(empty_frames, segmenter, boxes, zf, params)}
+    validation: dict[str, Any] = {"empty_holdout": empty_holdout(empty_frames, stages, params)}
     if check is not None:
         validation["check"] = {
             "source": str(check),
             **check_counts(
                 read_frames(check),
                 counts,
-                segmenter=segmenter,
-                boxes=boxes,
-                zones=zf,
+                stages=stages,
                 station=station,
                 progress=progress,
             ),
