@@ -68,6 +68,8 @@ class BoxesConfig(Section):
     connectivity: Literal[4, 8]
     split_touching: bool
     boundary_reach: int = Field(ge=1, le=1000)
+    weak_boundary: float = Field(ge=0.0, le=1.0)
+    weak_boundary_area: float = Field(ge=0.0, le=1.0)
 
 
 class TrackConfig(Section):

@@ -21,14 +21,21 @@ from stream.types import SegMap
 NAMES = ("background", "item", "boundary")
 
 
-def cfg(
-    min_area_frac: float = 0.0, connectivity: int = 8, split_touching: bool = True, boundary_reach: int = 1000
+def cfg(  # noqa: PLR0917
+    min_area_frac: float = 0.0,
+    connectivity: int = 8,
+    split_touching: bool = True,
+    boundary_reach: int = 1000,
+    weak_boundary: float = 0.0,
+    weak_boundary_area: float = 0.0,
 ) -> BoxesConfig:
     return BoxesConfig(
         min_area_frac=min_area_frac,
         connectivity=connectivity,
         split_touching=split_touching,
         boundary_reach=boundary_reach,
+        weak_boundary=weak_boundary,
+        weak_boundary_area=weak_boundary_area,
     )
 
 
@@ -282,6 +289,51 @@ def test_fragment_enclosed_by_an_item_joins_it(share: float, n_items: int) -> No
     assert d.instance_map.max() == n_items
     if n_items == 1:
         assert tuple(d.xyxy[0].astype(int)) == (2, 2, 22, 18) and d.area[0] == 16 * 20
+
+
+def _capped_item(boundary_conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """A body (rim 2, interior 1) with a small cap on its top side, the line between them drawn as
+    boundary at ``boundary_conf``; the outer rims at 0.9 and item pixels at 0.9 (body) / 0.6 (cap)."""
+    classes = np.zeros((24, 16), np.uint8)
+    conf = np.full(classes.shape, 0.9, np.float32)
+    classes[6:22, 2:14] = 2  # the body
+    classes[7:21, 3:13] = 1
+    classes[1:7, 5:11] = 2  # the cap, sharing the body's top rim row
+    classes[2:6, 6:10] = 1
+    conf[2:6, 6:10] = 0.6
+    conf[5:8, 5:11] = boundary_conf  # the cap's bottom rim and the body's top rim: their contact
+    return classes, conf
+
+
+@pytest.mark.parametrize(
+    ("boundary_conf", "weak", "area", "n_items"),
+    [(0.5, 0.78, 0.3, 1), (0.9, 0.78, 0.3, 2), (0.5, 0.0, 0.3, 2), (0.5, 0.78, 0.0, 2), (0.5, 0.78, 0.05, 2)],
+)
+def test_small_component_behind_a_weak_boundary_joins_its_neighbour(
+    boundary_conf: float, weak: float, area: float, n_items: int
+) -> None:
+    """A cap cut off by an unsure boundary joins its body; a confident boundary keeps it apart, and
+    so does either key at 0 or a cap bigger than weak_boundary_area of the body."""
+    classes, conf = _capped_item(boundary_conf)
+    boxes = BoxExtractor(cfg(boundary_reach=2, weak_boundary=weak, weak_boundary_area=area))
+    d = boxes.extract(segmap(classes, conf=conf))
+    assert len(d) == n_items
+    if n_items == 1:
+        assert tuple(d.xyxy[0].astype(int)) == (2, 1, 14, 22)
+        apart = BoxExtractor(cfg(boundary_reach=2)).extract(segmap(classes, conf=conf))
+        body = apart.confidence[int(np.argmax(apart.area))]
+        assert d.confidence[0] == pytest.approx(body) and body > apart.confidence.min()  # the cap does not dilute it
+
+
+def test_enclosed_fragment_keeps_its_hosts_confidence() -> None:
+    """A merged item's confidence is its most confident part's, not the pooled mean."""
+    classes = _panel_item()
+    conf = np.full(classes.shape, 0.9, np.float32)
+    conf[6:13, 8:16] = 0.4  # the panel and its outline
+    d = BoxExtractor(cfg(), enclosed_share=0.5).extract(segmap(classes, conf=conf))
+    apart = BoxExtractor(cfg(), enclosed_share=0.0).extract(segmap(classes, conf=conf))
+    assert len(d) == 1 and len(apart) == 2
+    assert d.confidence[0] == pytest.approx(apart.confidence.max())
 
 
 def test_touching_items_side_by_side_stay_apart_when_merging() -> None:

@@ -56,7 +56,16 @@ def _fake_segment(image: np.ndarray) -> SegMap:
 
 
 def _extract():  # type: ignore[no-untyped-def]
-    boxes = BoxExtractor(BoxesConfig(min_area_frac=0.0, connectivity=8, split_touching=True, boundary_reach=4))
+    boxes = BoxExtractor(
+        BoxesConfig(
+            min_area_frac=0.0,
+            connectivity=8,
+            split_touching=True,
+            boundary_reach=4,
+            weak_boundary=0.0,
+            weak_boundary_area=0.0,
+        )
+    )
     return lambda _image, segmap: boxes.extract(segmap)
 
 

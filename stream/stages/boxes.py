@@ -1,6 +1,6 @@
 """Boxes stage: the segmenter's class map becomes one detection per connected item.
 
-The labelling is one pass of a run-based union-find Numba kernel (stream/boxes_kernels.py); OpenCV's
+The labelling is one pass of a run-based union-find Numba kernel (stream/stages/kernels.py); OpenCV's
 ``connectedComponentsWithStats`` instead visits every pixel again in its stats pass, which is why it
 costs as much on an empty frame as on a full one (benchmarks/bench_boxes.py measures both).
 
@@ -9,8 +9,13 @@ class (and ``split_touching`` is on), only item pixels are labelled first; the b
 touching items apart. Each item then grows back into the boundary pixels, breadth first, so it
 recovers its rim and its box covers the whole item. A component most of whose outline lies on one
 bigger neighbour (``ENCLOSED_SHARE``) is a fragment of that item (a panel, cap or highlight that
-the segmenter outlined from inside) and is merged into it. Without a boundary class every non-background
-pixel is labelled directly.
+the segmenter outlined from inside) and is merged into it; so is a small component (at most
+``boxes.weak_boundary_area`` of its neighbour's area) whose boundary with it the segmenter drew
+unsure (mean boundary confidence on their contact below ``boxes.weak_boundary``): a cap, a corner or
+a panel cut off at an inner colour edge, where two items side by side get a confident boundary
+(``python3 benchmarks/bench_count_sweep.py --key boxes.weak_boundary``). A merged item's confidence
+is its most confident part's, so a weak fragment never pulls its host under the tracker's birth
+threshold. Without a boundary class every non-background pixel is labelled directly.
 """
 
 from __future__ import annotations
@@ -212,6 +217,7 @@ class BoxExtractor:
     def __init__(self, cfg: BoxesConfig, *, enclosed_share: float = ENCLOSED_SHARE) -> None:
         self._cfg = cfg
         self._enclosed = float(enclosed_share)
+        self._weak = (cfg.weak_boundary, cfg.weak_boundary_area)
         self._eight = _eight(cfg.connectivity)
         self._plans: dict[tuple[str, ...], _ClassPlan] = {}
         self._scratch = Scratch()
@@ -243,6 +249,7 @@ class BoxExtractor:
             pix,
             self._cfg.boundary_reach,
             self._enclosed if plan.split else 0.0,
+            *self._weak,
         )
         if n_unknown:
             raise ValueError(

@@ -287,17 +287,22 @@ def _outlines(labels, n):
 
 
 @njit(nogil=True, cache=True)
-def _merge_enclosed(labels, runs, nr, n, share):
-    """Merge each component into the bigger neighbour that holds at least ``share`` of its outline.
+def _merge_enclosed(labels, runs, nr, n, share, weak, confidence, has_conf):  # noqa: PLR0917
+    """Merge each component into the bigger neighbour that holds the largest part of its outline,
+    when that neighbour holds at least ``share`` of it or when their pair is ``weak`` (bool
+    [n + 1, n + 1], from ``_weak_contacts``).
 
     A component most of whose outline is one bigger neighbour is a fragment of it (a printed panel,
     a cap or a highlight the segmenter outlined), not an item beside it: two items that touch share
     at most a side. Merged labels take the smaller (earlier) label, so labels keep raster order;
-    merged-away labels end with no pixel. Rewrites ``labels`` and the runs' labels; returns the
-    number of merges.
+    merged-away labels end with no pixel. Rewrites ``labels`` and the runs' labels. Returns float64
+    [n + 1]: for each label that absorbed others, the mean confidence of its most confident part (a
+    weak fragment must not dilute its host's confidence); -1 elsewhere (and everywhere without
+    ``has_conf``).
     """
+    keep = np.full(n + 1, -1.0)
     if n < 2 or n > MAX_MERGE_LABELS or share <= 0.0:
-        return 0
+        return keep
     area, outline, shared = _outlines(labels, n)
     parent = np.arange(n + 1)
     merged = 0
@@ -306,7 +311,7 @@ def _merge_enclosed(labels, runs, nr, n, share):
         for b in range(1, n + 1):
             if b != a and shared[a, b] > best_c and area[b] >= area[a]:
                 best, best_c = b, shared[a, b]
-        if best == 0 or best_c < share * outline[a]:
+        if best == 0 or (best_c < share * outline[a] and not weak[a, best]):
             continue
         ra = _find(parent, a)
         rb = _find(parent, best)
@@ -314,15 +319,82 @@ def _merge_enclosed(labels, runs, nr, n, share):
             parent[max(ra, rb)] = min(ra, rb)
             merged += 1
     if merged > 0:
-        for lab in range(1, n + 1):
-            parent[lab] = _find(parent, lab)
-        h, w = labels.shape
+        _relabel(labels, runs, nr, n, parent, area, confidence, has_conf, keep)
+    return keep
+
+
+@njit(nogil=True, cache=True)
+def _relabel(labels, runs, nr, n, parent, area, confidence, has_conf, keep):  # noqa: PLR0917
+    """Give every pixel and run its merge root's label; ``keep[root]`` = the mean confidence of the
+    root's most confident part (with ``has_conf``)."""
+    h, w = labels.shape
+    part = np.zeros(n + 1, np.float64)
+    if has_conf:
         for y in range(h):
             for x in range(w):
-                labels[y, x] = parent[labels[y, x]]
-        for i in range(nr):
-            runs[R_LABEL, i] = parent[runs[R_LABEL, i]]
-    return merged
+                part[labels[y, x]] += confidence[y, x]
+    for lab in range(1, n + 1):
+        parent[lab] = _find(parent, lab)
+    for lab in range(1, n + 1):
+        root = parent[lab]
+        if root != lab and has_conf:
+            keep[root] = max(keep[root], part[lab] / max(area[lab], 1), part[root] / max(area[root], 1))
+    for y in range(h):
+        for x in range(w):
+            labels[y, x] = parent[labels[y, x]]
+    for i in range(nr):
+        runs[R_LABEL, i] = parent[runs[R_LABEL, i]]
+
+
+@njit(nogil=True, cache=True)
+def _weak_contacts(labels, classes, lut, confidence, n, weak_conf, weak_area):  # noqa: PLR0917
+    """bool [n + 1, n + 1]: pairs (a, b) of touching labels where a has at most ``weak_area`` times
+    b's area and the boundary (GROW) pixels on their contact (the pixels of either label 4-adjacent
+    to the other) have a mean confidence below ``weak_conf``: the segmenter is unsure that an edge
+    between two items runs there. All False when either parameter is 0 (off) or when there are too
+    many labels to merge."""
+    weak = np.zeros((n + 1, n + 1), np.bool_)
+    if weak_conf <= 0.0 or weak_area <= 0.0 or n < 2 or n > MAX_MERGE_LABELS:
+        return weak
+    area, total, count = _contact_sums(labels, classes, lut, confidence, n)
+    for a in range(1, n + 1):
+        for b in range(a + 1, n + 1):
+            if count[a, b] > 0 and total[a, b] / count[a, b] < weak_conf:
+                weak[a, b] = area[a] <= weak_area * area[b]
+                weak[b, a] = area[b] <= weak_area * area[a]
+    return weak
+
+
+@njit(nogil=True, cache=True)
+def _contact_sums(labels, classes, lut, confidence, n):
+    """(area [n + 1], sum and count [n + 1, n + 1] of the confidence of GROW pixels on the contact of
+    labels a < b, at [a, b])."""
+    h, w = labels.shape
+    area = np.zeros(n + 1, np.int64)
+    total = np.zeros((n + 1, n + 1), np.float64)
+    count = np.zeros((n + 1, n + 1), np.int64)
+    for y in range(h):
+        for x in range(w):
+            a = labels[y, x]
+            area[a] += 1
+            if a == 0:
+                continue
+            for k in range(2):  # right and down neighbours: every 4-adjacent pair once
+                yy = y + k
+                xx = x + 1 - k
+                if yy >= h or xx >= w:
+                    continue
+                b = labels[yy, xx]
+                if b == 0 or b == a:  # noqa: PLR1714 (numba has no tuple `in`)
+                    continue
+                lo, hi = min(a, b), max(a, b)
+                if lut[classes[y, x]] == GROW:
+                    total[lo, hi] += confidence[y, x]
+                    count[lo, hi] += 1
+                if lut[classes[yy, xx]] == GROW:
+                    total[lo, hi] += confidence[yy, xx]
+                    count[lo, hi] += 1
+    return area, total, count
 
 
 @njit(nogil=True, cache=True)
@@ -368,7 +440,22 @@ def _pick_class(counts, item):
 
 
 @njit(nogil=True, cache=True)
-def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, runs, pix, reach, enclosed=0.0):  # noqa: PLR0917
+def extract(  # noqa: PLR0917
+    classes,
+    words,
+    confidence,
+    has_conf,
+    lut,
+    item,
+    eight,
+    min_area,
+    runs,
+    pix,
+    reach,
+    enclosed=0.0,
+    weak_conf=0.0,
+    weak_area=0.0,
+):
     """Label the map and measure every component of at least ``min_area`` pixels.
 
     classes: uint8 [h, w]; words: the same bytes as uint64 (or empty: no background skipping);
@@ -376,7 +463,10 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
     class id; item: bool [n_classes] (empty: no class counting, class 1 for all); runs: int32
     [5, >= runs_capacity] and pix: int32 [2, >= h*w] scratch; reach: how many pixels a seed grows
     into GROW (boundary) pixels; enclosed: merge a component into a neighbour holding at least
-    this share of its outline (0 = never; see ``_merge_enclosed``).
+    this share of its outline (0 = never; see ``_merge_enclosed``); weak_conf, weak_area: also merge
+    a component of at most ``weak_area`` times its neighbour's area into it when the boundary pixels
+    between them have a mean confidence below ``weak_conf`` (``_weak_contacts``; needs has_conf and
+    enclosed > 0; 0 = off). A merged component's confidence is its most confident part's.
     Returns (labels int32 [h, w] 0 = none, m, area int64 [m], box int32 [m, 4] xyxy with x2/y2
     exclusive, sums float64 [m, 3] (sum x, sum y, sum confidence), class_id int32 [m], n_unknown).
     """
@@ -391,9 +481,14 @@ def extract(classes, words, confidence, has_conf, lut, item, eight, min_area, ru
             labels[y, x] = lab
     if ng > 0:
         n = _grow(labels, classes, lut, pix, ng, n, eight, reach)
+    keep = np.full(n + 1, -1.0)
     if enclosed > 0.0:
-        _merge_enclosed(labels, runs, nr, n, enclosed)
+        weak = _weak_contacts(labels, classes, lut, confidence, n, weak_conf if has_conf else 0.0, weak_area)
+        keep = _merge_enclosed(labels, runs, nr, n, enclosed, weak, confidence, has_conf)
     area, box, sums, counts = _accumulate(classes, confidence, has_conf, labels, runs, nr, pix, ng, n, n_classes)
+    for lab in range(1, n + 1):  # a merged item's confidence is its most confident part's
+        if keep[lab] >= 0.0:
+            sums[lab, 2] = keep[lab] * area[lab]
     remap, m = _keep(labels, runs, nr, pix, ng, area, min_area)
     out_area = np.empty(m, np.int64)
     out_box = np.empty((m, 4), np.int32)
