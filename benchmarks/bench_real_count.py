@@ -5,7 +5,7 @@ Sets (../shared/data/real, see its README; none is ever trained on):
 - hands VALIDATION split (egohands 11-20, desk 76-100): share of hand pixels called item/boundary and
   share of images with an item lying on a hand (>= half of the item's pixels on the hand mask); the
   TRAIN split (egohands 01-10, desk 51-75) beside it, which the segmenter's composites cut hands from
-  and bench_birth_threshold.py chooses the tracker's birth threshold on.
+  and bench_count_sweep.py chooses the tracker's birth threshold on.
 - belt: the station onboarded from the empty frames named in bolt.json (reference only, no fitting),
   then the share of bolt.json's frames counted right, without and with the station.
 
