@@ -5,7 +5,8 @@ ellipses drawn with OpenCV, some touching), noise specks, plus an all-zero mask,
 1920x1080. Both sides label the same binary mask with 8-connectivity and return boxes, areas and
 centroids; the run checks that the two sets of (box, area) are identical before timing. OpenCV runs
 with its default thread count and with one thread. The full stage (BoxExtractor.extract on a class
-map with a boundary class and confidence) is timed too.
+map with a boundary class and confidence) is timed too, at the default config and with
+``boxes.weak_boundary`` off (what its contact pass costs).
 
     python3 benchmarks/bench_boxes.py [--reps 50]
 """
@@ -26,7 +27,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
-from stream.config import load_config
+from stream.config import load_config, replace
 from stream.stages.boxes import BoxExtractor, Scratch, components_with_stats
 from stream.types import SegMap
 
@@ -102,7 +103,9 @@ def run_case(name: str, classes: np.ndarray, reps: int, default_threads: int) ->
         class_names=("background", "item", "boundary"),
         source_size=(w, h),
     )
-    stage = BoxExtractor(load_config().boxes)
+    boxes_cfg = load_config().boxes
+    stage = BoxExtractor(boxes_cfg)
+    no_weak = BoxExtractor(replace(boxes_cfg, weak_boundary=0.0))
     res = {
         "case": name,
         "size": f"{w}x{h}",
@@ -113,6 +116,7 @@ def run_case(name: str, classes: np.ndarray, reps: int, default_threads: int) ->
         "numba_ms": median_ms(lambda: components_with_stats(mask, 8, scratch=scratch), reps),
         "numba_fresh_scratch_ms": median_ms(lambda: components_with_stats(mask, 8), reps),
         "stage_extract_ms": median_ms(lambda: stage.extract(sm), reps),
+        "stage_no_weak_boundary_ms": median_ms(lambda: no_weak.extract(sm), reps),
     }
     cv2.setNumThreads(default_threads)
     res["opencv_default_threads_ms"] = median_ms(
@@ -152,18 +156,19 @@ def main() -> None:
     ]
     rows = [run_case(name, classes, args.reps, default_threads) for name, classes in cases]
     head = (
-        f"{'case':10} {'size':>9} {'comps':>5} {'same':>4} {'numba':>7} {'fresh':>7} {'stage':>7} "
+        f"{'case':10} {'size':>9} {'comps':>5} {'same':>4} {'numba':>7} {'fresh':>7} {'stage':>7} {'no weak':>7} "
         f"{'cv2 dflt':>8} {'cv2 1t':>7} {'x dflt':>6} {'x 1t':>6}"
     )
     print(
         f"median ms over {args.reps} reps (fresh = new scratch per call; stage = BoxExtractor.extract "
-        "with boundary split + confidence)"
+        "with boundary split + confidence; no weak = the same with boxes.weak_boundary 0)"
     )
     print(head)
     for r in rows:
         print(
             f"{r['case']:10} {r['size']:>9} {r['components']:>5} {'yes' if r['identical'] else 'NO':>4} "
             f"{r['numba_ms']:7.3f} {r['numba_fresh_scratch_ms']:7.3f} {r['stage_extract_ms']:7.3f} "
+            f"{r['stage_no_weak_boundary_ms']:7.3f} "
             f"{r['opencv_default_threads_ms']:8.3f} {r['opencv_1_thread_ms']:7.3f} "
             f"{r['speedup_vs_default']:6.1f} {r['speedup_vs_1_thread']:6.1f}"
         )
