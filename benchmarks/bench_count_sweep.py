@@ -14,10 +14,11 @@ For each value of ``--key`` (the rest at the default config) this prints and wri
 - the rendered scenes through the whole pipeline (tracker included): recall, duplicates, spurious,
   label accuracy (stream.eval.scenes).
 
-``track.new_track_threshold`` (a detection becomes an item only at this mean pixel confidence): the
-hands TRAIN split (no image with an item on a hand) and the rendered scenes (recall and labels no
-worse than at 0.6) allowed 0.65 to 0.80 (measured 2026-12-03, segmenter v3, before merged items took
-their most confident part's confidence). Within that range the default 0.70 keeps the grey bolt of the
+``track.new_track_threshold`` (a detection becomes an item only when the mean confidence of its
+item-class pixels reaches it): the hands TRAIN split (no image with an item on a hand) and the
+rendered scenes (recall and labels no worse than at 0.6) allowed 0.65 to 0.80 (measured 2026-12-03,
+segmenter v3, when an item's confidence still averaged its boundary band in). Within that range
+the default 0.70 keeps the grey bolt of the
 real belt clip, whose confidence falls below 0.75 in many frames: the belt informed the choice, so its
 figure is not an unseen one.
 

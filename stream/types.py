@@ -115,7 +115,8 @@ class Detections:
     xyxy: float32 [N, 4] box in source pixels.
     area: float32 [N] item area in source pixels.
     centroid: float32 [N, 2] (x, y) in source pixels.
-    confidence: float32 [N] mean segmenter confidence over the item's pixels, in [0, 1].
+    confidence: float32 [N] mean segmenter confidence over the item's item-class pixels (its
+        boundary band left out; all its pixels when it is all boundary), in [0, 1].
     class_id: int32 [N] segmenter class of the item.
     instance_map: int32 [h, w] at the segmenter's resolution: 0 = none, i + 1 = row i.
         Used to mask crops and tint the overlay.

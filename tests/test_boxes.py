@@ -320,20 +320,26 @@ def test_small_component_behind_a_weak_boundary_joins_its_neighbour(
     assert len(d) == n_items
     if n_items == 1:
         assert tuple(d.xyxy[0].astype(int)) == (2, 1, 14, 22)
-        apart = BoxExtractor(cfg(boundary_reach=2)).extract(segmap(classes, conf=conf))
-        body = apart.confidence[int(np.argmax(apart.area))]
-        assert d.confidence[0] == pytest.approx(body) and body > apart.confidence.min()  # the cap does not dilute it
+        inner = conf[(classes == 1) & (d.instance_map == 1)]
+        assert d.confidence[0] == pytest.approx(float(inner.mean()))  # over body and cap's item pixels
 
 
-def test_enclosed_fragment_keeps_its_hosts_confidence() -> None:
-    """A merged item's confidence is its most confident part's, not the pooled mean."""
-    classes = _panel_item()
-    conf = np.full(classes.shape, 0.9, np.float32)
-    conf[6:13, 8:16] = 0.4  # the panel and its outline
-    d = BoxExtractor(cfg(), enclosed_share=0.5).extract(segmap(classes, conf=conf))
-    apart = BoxExtractor(cfg(), enclosed_share=0.0).extract(segmap(classes, conf=conf))
-    assert len(d) == 1 and len(apart) == 2
-    assert d.confidence[0] == pytest.approx(apart.confidence.max())
+@pytest.mark.parametrize("size", [6, 20])
+def test_confidence_is_the_mean_over_item_class_pixels(size: int) -> None:
+    """The boundary band an item grows back into does not count towards its confidence, so a small
+    item and a big one with the same pixel confidences get the same; an item that is all boundary
+    gets the mean over all its pixels."""
+    classes = np.zeros((size + 12, size + 12), np.uint8)
+    conf = np.zeros(classes.shape, np.float32)
+    classes[2 : 2 + size, 2 : 2 + size] = 2
+    conf[2 : 2 + size, 2 : 2 + size] = 0.5  # the rim, drawn unsure
+    classes[3 : 1 + size, 3 : 1 + size] = 1
+    conf[3 : 1 + size, 3 : 1 + size] = 0.9
+    classes[-3:-1, -3:-1] = 2  # a speck that is all boundary, beyond boundary_reach of the item
+    conf[-3:-1, -3:-1] = 0.7
+    d = BoxExtractor(cfg(min_area_frac=0.0, boundary_reach=1)).extract(segmap(classes, conf=conf))
+    assert len(d) == 2
+    np.testing.assert_allclose(d.confidence, [0.9, 0.7], rtol=1e-6)
 
 
 def test_touching_items_side_by_side_stay_apart_when_merging() -> None:

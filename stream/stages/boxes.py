@@ -13,9 +13,13 @@ the segmenter outlined from inside) and is merged into it; so is a small compone
 ``boxes.weak_boundary_area`` of its neighbour's area) whose boundary with it the segmenter drew
 unsure (mean boundary confidence on their contact below ``boxes.weak_boundary``): a cap, a corner or
 a panel cut off at an inner colour edge, where two items side by side get a confident boundary
-(``python3 benchmarks/bench_count_sweep.py --key boxes.weak_boundary``). A merged item's confidence
-is its most confident part's, so a weak fragment never pulls its host under the tracker's birth
-threshold. Without a boundary class every non-background pixel is labelled directly.
+(``python3 benchmarks/bench_count_sweep.py --key boxes.weak_boundary``). Without a boundary class
+every non-background pixel is labelled directly.
+
+An item's confidence is the mean over its item-class pixels: the boundary band it grows back into
+carries the boundary class's probability and is a larger share of a small item (or of one cut by
+the frame's edge) than of a big one, so leaving it out keeps the tracker's thresholds meaning the
+same at every item size.
 """
 
 from __future__ import annotations
