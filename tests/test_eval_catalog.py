@@ -96,8 +96,9 @@ def _topdown_split(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.skipif(not TOPDOWN.is_dir(), reason="../shared/data/real/topdown-products is absent")
 def test_item_views_match_the_runtime_crops_of_real_counter_photos(tmp_path: Path) -> None:
     """Catalog photos taken on a counter, queries cut to their item as the runtime cuts them: indexing
-    each photo's item view (catalog.item_views) names them right far more often than whole photos alone
-    (measured on all 296 queries: 88.2 % against 70.9 %, benchmarks/results/recognition_item_views.json)."""
+    each photo's item view (catalog.item_views) names them right more often than whole photos alone
+    (measured on all 296 queries with embedder 2.0.0: 91.6 % against 87.8 %,
+    benchmarks/results/recognition_item_views_combined.json; 1.0.0: 88.2 % against 70.9 %)."""
     gallery, queries = _topdown_split(tmp_path)
     args = ("eval", "catalog", "--gallery", str(gallery), "--queries", str(queries), "--query-crops", "--json")
     with_items = tmp_path / "items.yaml"
@@ -108,8 +109,8 @@ def test_item_views_match_the_runtime_crops_of_real_counter_photos(tmp_path: Pat
         assert proc.returncode == 0, proc.stderr
         runs[name] = json.loads(proc.stdout)
     assert runs["items"]["n_queries"] == runs["whole"]["n_queries"] > 90
-    assert runs["items"]["top1"] >= runs["whole"]["top1"] + 0.05, runs
-    assert runs["items"]["top1"] >= 0.80, runs["items"]["top1"]
+    assert runs["items"]["top1"] >= runs["whole"]["top1"] + 0.02, runs
+    assert runs["items"]["top1"] >= 0.85, runs["items"]["top1"]
     out = tmp_path / "cat"
     proc = cli("catalog", "build", str(gallery), "-o", str(out), timeout=600)
     assert proc.returncode == 0 and "one per photo" in proc.stdout, proc.stdout + proc.stderr
