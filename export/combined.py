@@ -35,7 +35,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from export import backbone, onnx_utils
-from export.embedder import EMBEDDER_NAME, EmbedderNet, export_embedder
+from export.embedder import CROP_PREPROCESSING, EMBEDDER_NAME, EmbedderNet, export_embedder
 
 COMBINED_VERSION = "2.0.0"  # 1.x: the fine-tuned features alone
 
@@ -155,6 +155,7 @@ def combined_metadata(finetuned_meta: dict[str, str], size: int, dim: int, w: fl
             "input_size": size,
             "embedding_dim": dim,
             "normalisation": onnx_utils.normalisation_meta(backbone.MEAN, backbone.STD),
+            "crop_preprocessing": CROP_PREPROCESSING,
             "combination": json.dumps(
                 {
                     "finetuned": {"dim": dim - backbone.HEAD_CHANNELS, "version": finetuned_meta.get("version", "")},

@@ -43,6 +43,7 @@ from export.data import HELD_OUT, Split, augment
 log = logging.getLogger(__name__)
 
 EMBEDDER_NAME = "checkout-embedder"
+CROP_PREPROCESSING = "letterbox: keep aspect, pad grey 127 (stream.stages.embed.letterbox)"
 EMBEDDER_VERSION = "1.0.0"
 # 2.x: export.combined (two trunks, not shipped); 3.x: GeneralNet (one distilled trunk, two parts)
 GENERAL_VERSION = "3.0.0"
@@ -393,7 +394,7 @@ def embedder_metadata(summary: dict, size: int, dim: int, name: str = EMBEDDER_N
         "input_size": size,
         "embedding_dim": dim,
         "normalisation": onnx_utils.normalisation_meta(backbone.MEAN, backbone.STD),
-        "crop_preprocessing": "letterbox: keep aspect, pad grey 127 (stream.stages.embed.letterbox)",
+        "crop_preprocessing": CROP_PREPROCESSING,
         "training_data": training,
         "recipe": json.dumps({k: summary[k] for k in ("steps", "epochs", "minutes") if k in summary}),
         "backbone": f"{backbone.title(variant)} (ImageNet, {backbone.weights_package(variant)})",
