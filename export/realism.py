@@ -363,6 +363,16 @@ def metal_part(rng: np.random.Generator) -> Sprite:
     return img, mask
 
 
+def relight_skin(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A hand under another light or camera: hue shifted a little, saturation and brightness
+    scaled (pale, tanned, over- and under-exposed skin)."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-10, 10)) % 180
+    hsv[..., 1] *= rng.uniform(0.5, 1.5)
+    hsv[..., 2] *= rng.uniform(0.65, 1.3)
+    return cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+
+
 class RealisticMaker(CompositeMaker):
     """CompositeMaker whose composites are, with probability ``share``, realistic ones (see module
     docstring); the rest are CompositeMaker's own, so synthetic skills are kept."""
@@ -375,12 +385,14 @@ class RealisticMaker(CompositeMaker):
         *,
         share: float = 0.6,
         metal_share: float = 0.0,
+        hands_share: float = 0.6,
         **kw: object,
     ) -> None:
         super().__init__(sprites, size, **kw)  # type: ignore[arg-type]
         self.assets = assets
         self.share = share
         self.metal_share = metal_share  # grey low-contrast items (steel parts, tins): see metal_part
+        self.hands_share = hands_share  # realistic composites with 1-2 hands in view
 
     def _real_background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self.size
@@ -450,6 +462,8 @@ class RealisticMaker(CompositeMaker):
             alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
             tone = rng.uniform(0.85, 1.15, 3).astype(np.float32)
             img = (img * tone).clip(0, 255).astype(np.uint8)
+            if rng.random() < 0.5:
+                img = relight_skin(rng, img)
             return warp_sprite((img, alpha), float(rng.uniform(0, 360)), 1.0)
         return warp_sprite(hand_sprite(rng, int(w * rng.uniform(0.4, 0.9))), float(rng.uniform(0, 360)), 1.0)
 
@@ -498,7 +512,7 @@ class RealisticMaker(CompositeMaker):
     def _put_hands(self, rng: np.random.Generator, image: np.ndarray, inst: np.ndarray) -> None:
         """0-2 hands (background), half of them over an item as if holding it."""
         h, w = self.size
-        for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.6 else 0):
+        for _ in range(int(rng.integers(1, 3)) if rng.random() < self.hands_share else 0):
             hand = self._hand(rng)
             ys, xs = np.nonzero(inst)
             ah, aw = hand[1].shape

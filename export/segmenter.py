@@ -77,6 +77,7 @@ class TrainConfig:
     realism: float = 0.0  # share of realistic composites (export/realism.py: real hands, photos)
     data_root: str = ""  # ../shared/data: hands TRAIN split, clips, grocery-store train photos
     metal: float = 0.0  # share of realistic items that are grey low-contrast parts (realism.metal_part)
+    hands: float = 0.6  # share of realistic composites with 1-2 hands in view
 
 
 _WORKER_MAKER: CompositeMaker | None = None
@@ -89,6 +90,7 @@ def _init_worker(  # noqa: PLR0917 (ProcessPoolExecutor initargs are positional)
     realism: float = 0.0,
     data_root: str = "",
     metal: float = 0.0,
+    hands: float = 0.6,
 ) -> None:
     global _WORKER_MAKER  # noqa: PLW0603
     cv2.setNumThreads(1)
@@ -96,7 +98,13 @@ def _init_worker(  # noqa: PLR0917 (ProcessPoolExecutor initargs are positional)
     if realism > 0 and data_root:
         assets = load_assets(Path(data_root), products=[Path(p).stem for p in iconic])
         _WORKER_MAKER = RealisticMaker(
-            sprites, assets, size, share=realism, metal_share=metal, backgrounds=_read_backgrounds(backgrounds)
+            sprites,
+            assets,
+            size,
+            share=realism,
+            metal_share=metal,
+            hands_share=hands,
+            backgrounds=_read_backgrounds(backgrounds),
         )
     else:
         _WORKER_MAKER = CompositeMaker(sprites, size, backgrounds=_read_backgrounds(backgrounds))
@@ -119,7 +127,15 @@ def _worker_batch(seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def batches(cfg: TrainConfig, iconic: Sequence[Path], start: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     """Endless training batches (seeds ``start``, ``start + 1``...) from a worker process, 2 ahead."""
-    init = ([str(p) for p in iconic], cfg.size, list(cfg.background_images), cfg.realism, cfg.data_root, cfg.metal)
+    init = (
+        [str(p) for p in iconic],
+        cfg.size,
+        list(cfg.background_images),
+        cfg.realism,
+        cfg.data_root,
+        cfg.metal,
+        cfg.hands,
+    )
     if cfg.workers == 0:
         _init_worker(*init)
         step = start
@@ -414,21 +430,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="share of realistic items that are grey low-contrast parts (steel rods, bolts, tins)",
     )
+    p.add_argument(
+        "--hands",
+        type=float,
+        default=TrainConfig.hands,
+        help="share of realistic composites with 1-2 hands in view (real cutouts, relit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.realism <= 1.0:
-        print(
-            f"python -m export segmenter: error: --realism: expected a share in [0, 1], found {args.realism}",
-            file=sys.stderr,
-        )
-        return 2
+    for name in ("realism", "metal", "hands"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(
+                f"python -m export segmenter: error: --{name}: expected a share in [0, 1], found {getattr(args, name)}",
+                file=sys.stderr,
+            )
+            return 2
     common = {
         "iconic_dir": args.iconic,
         "realism": args.realism,
         "data_root": args.data,
         "freeze_bn": args.init is not None,
         "metal": args.metal,
+        "hands": args.hands,
     }
     cfg = TrainConfig(minutes=args.minutes, lr=args.lr, **common)
     if args.tiny:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.composites import CompositeMaker, cutout, demo_sprites, hand_sprite, procedural_sprite, targets
-from export.realism import Assets, RealisticMaker, capped, hard_cast_shadow, printed_panels
+from export.realism import Assets, RealisticMaker, capped, hard_cast_shadow, printed_panels, relight_skin
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -190,6 +190,24 @@ def test_tiny_export_end_to_end(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- eval sets (real photos)
+
+
+def test_relit_hands_keep_their_shape_and_change_colour() -> None:
+    rng = np.random.default_rng(0)
+    img, alpha = hand_sprite(rng, 120)
+    outs = [relight_skin(np.random.default_rng(s), img) for s in range(4)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    assert len({o.tobytes() for o in outs}) == 4 and not any(np.array_equal(o, img) for o in outs)
+
+
+@pytest.mark.parametrize("flag", ["--realism", "--metal", "--hands"])
+def test_segmenter_rejects_a_share_out_of_range(tmp_path: Path, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from export.__main__ import main  # noqa: PLC0415
+
+    assert main(["segmenter", "--out", str(tmp_path / "m"), flag, "1.5", "--tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flag}: expected a share in [0, 1], found 1.5" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m").exists()
 
 
 def test_segment_sets_names_a_wrong_packshot_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
