@@ -29,6 +29,12 @@ def realism_text(cfg: dict[str, Any]) -> str:
             if cfg.get("metal")
             else ""
         )
+        + (
+            f" {cfg['hands']:.0%} of them have 1-2 hands in view, half of the real cutouts relit"
+            " (hue, saturation, brightness)."
+            if "hands" in cfg  # trained since --hands and relighting exist
+            else ""
+        )
         + " Never trained on: real/topdown-products, the hands VALIDATION split, the belt clip."
     )
 
@@ -90,6 +96,7 @@ def _stages(earlier: Sequence[dict]) -> str:
     lines = [
         f"- stage {i}: {s['steps']} steps, {s['images_seen']} images, {s['minutes']:.1f} min, lr {s['config']['lr']}, "
         f"realistic share {s['config'].get('realism', 0.0):.0%}, grey parts {s['config'].get('metal', 0.0):.0%}, "
+        f"hands {s['config'].get('hands', 0.6):.0%}, "
         f"final loss {s['final_loss']:.3f}"
         for i, s in enumerate(earlier, 1)
     ]
