@@ -363,6 +363,9 @@ def metal_part(rng: np.random.Generator) -> Sprite:
     return img, mask
 
 
+HANDS_SHARE = 0.6  # default share of realistic composites with 1-2 hands in view
+
+
 def relight_skin(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """A hand under another light or camera: hue shifted a little, saturation and brightness
     scaled (pale, tanned, over- and under-exposed skin)."""
@@ -385,7 +388,7 @@ class RealisticMaker(CompositeMaker):
         *,
         share: float = 0.6,
         metal_share: float = 0.0,
-        hands_share: float = 0.6,
+        hands_share: float = HANDS_SHARE,
         **kw: object,
     ) -> None:
         super().__init__(sprites, size, **kw)  # type: ignore[arg-type]

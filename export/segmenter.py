@@ -37,7 +37,7 @@ from export.composites import (
     targets,
 )
 from export.onnx_utils import export_onnx, normalisation_meta, ort_session, quantize_int8
-from export.realism import RealisticMaker, load_assets
+from export.realism import HANDS_SHARE, RealisticMaker, load_assets
 from export.segmenter_card import card
 from export.segnet import (
     CLASS_NAMES,
@@ -77,7 +77,7 @@ class TrainConfig:
     realism: float = 0.0  # share of realistic composites (export/realism.py: real hands, photos)
     data_root: str = ""  # ../shared/data: hands TRAIN split, clips, grocery-store train photos
     metal: float = 0.0  # share of realistic items that are grey low-contrast parts (realism.metal_part)
-    hands: float = 0.6  # share of realistic composites with 1-2 hands in view
+    hands: float = HANDS_SHARE  # share of realistic composites with 1-2 hands in view
 
 
 _WORKER_MAKER: CompositeMaker | None = None
@@ -90,7 +90,7 @@ def _init_worker(  # noqa: PLR0917 (ProcessPoolExecutor initargs are positional)
     realism: float = 0.0,
     data_root: str = "",
     metal: float = 0.0,
-    hands: float = 0.6,
+    hands: float = HANDS_SHARE,
 ) -> None:
     global _WORKER_MAKER  # noqa: PLW0603
     cv2.setNumThreads(1)

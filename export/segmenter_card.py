@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from export.composites import BAND, TRAIN_STYLES
+from export.realism import HANDS_SHARE
 from export.ship import ship_model
 
 
@@ -96,7 +97,7 @@ def _stages(earlier: Sequence[dict]) -> str:
     lines = [
         f"- stage {i}: {s['steps']} steps, {s['images_seen']} images, {s['minutes']:.1f} min, lr {s['config']['lr']}, "
         f"realistic share {s['config'].get('realism', 0.0):.0%}, grey parts {s['config'].get('metal', 0.0):.0%}, "
-        f"hands {s['config'].get('hands', 0.6):.0%}, "
+        f"hands {s['config'].get('hands', HANDS_SHARE):.0%}, "
         f"final loss {s['final_loss']:.3f}"
         for i, s in enumerate(earlier, 1)
     ]
