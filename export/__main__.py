@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import backbone, fit, fp16, onnx_utils, segment_sets, segmenter
+from export import backbone, fit, fp16, onnx_utils, segment_sets, segmenter, soup
 from export.data import HELD_OUT, Split, decode_side, default_data_root, load_training
 from export.embedder import (
     LOSSES,
@@ -168,6 +168,11 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
         "write the labelled sets the segmenter card is measured on (eval segment layout)",
         segment_sets.add_arguments,
         segment_sets.run,
+    ),
+    "soup": (
+        "average a segmenter fine-tune with the model it started from (WiSE-FT), export and measure",
+        soup.add_arguments,
+        soup.run,
     ),
     "fp16": ("write an fp16 copy of a model, checked against fp32", fp16.add_arguments, fp16.run),
 }

@@ -344,12 +344,19 @@ def build_segmenter(
     """Train (from ImageNet, or from the ONNX model ``init``), export fp32 (and int8 when it keeps
     accuracy and is faster), measure on held-out sets; writes OUT/segmenter.onnx and summary.json."""
     out.mkdir(parents=True, exist_ok=True)
-    train_iconic, held_iconic = _iconic(cfg)
     net = SegNet(pretrained=init is None)
     if init is not None:
         load_onnx_weights(net, init)
     net, summary = train(cfg, net, progress=progress)
     save_checkpoint(net, summary, out / "checkpoint.pt")
+    return export_measured(net, summary, cfg, out, version=version, quantize=quantize)
+
+
+def export_measured(net: SegNet, summary: dict, cfg: TrainConfig, out: Path, *, version: str, quantize: bool) -> dict:
+    """Export ``net`` (fp32, and int8 when it keeps accuracy and is faster), measure it on the held-out
+    sets and write OUT/segmenter.onnx and summary.json (``summary`` plus the figures); returns it."""
+    out.mkdir(parents=True, exist_ok=True)
+    train_iconic, held_iconic = _iconic(cfg)
     summary["n_train_iconic"] = len(train_iconic)
     summary["heldout_iconic"] = [p.stem for p in held_iconic]
     sets = validation_sets(cfg, train_iconic, held_iconic)

@@ -108,6 +108,17 @@ def _stages(earlier: Sequence[dict]) -> str:
     )
 
 
+def _average(summary: dict) -> str:
+    avg = summary.get("weight_average")
+    if not avg:
+        return ""
+    w = avg["weight"]
+    return (
+        f"\n\nShipped weights (`python -m export soup`, WiSE-FT): {1 - w:g} x the model this fine-tune started from"
+        f" (sha256 `{avg['start_sha256'][:16]}...`) + {w:g} x the fine-tuned one."
+    )
+
+
 def card(summary: dict, real: dict | None = None, earlier: Sequence[dict] = ()) -> str:
     """The model card shipped beside segmenter.onnx: data, recipe and the numbers measured; ``real``
     (benchmarks/results/real_count.json plus scenes) adds the real-footage section; ``earlier``
@@ -150,7 +161,7 @@ are in the section after them.
 cosine schedule over a wall-clock budget, cross-entropy with class weights {tuple(cfg["class_weights"])},
 batch {cfg["batch"]}, 1 CPU thread:
 {summary["steps"]} steps, {summary["images_seen"]} images, {summary["minutes"]:.1f} min, final loss
-{summary["final_loss"]:.3f}.
+{summary["final_loss"]:.3f}.{_average(summary)}
 
 ## Measured (ONNX Runtime, CPU)
 

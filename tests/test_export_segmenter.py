@@ -291,3 +291,20 @@ def test_card_cli_puts_real_and_scene_figures_side_by_side(tmp_path: Path) -> No
     assert "Fine-tuned from the previous shipped model" in text and "60% of composites are realistic" in text
     assert "| shipped | 21.4% (mean 1.20, max 3) | 67.8% | 20.0% | 90.0% / 95.0% | 98.8% / 8 / 3 / 97.6% |" in text
     assert "| cand | 90.0% (mean 1.20, max 3) | 5.0% | 20.0% | 90.0% / 95.0% | n/a |" in text
+
+
+def test_soup_weight_average_and_bad_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch  # noqa: PLC0415
+
+    from export.__main__ import main  # noqa: PLC0415
+    from export.segnet import SegNet  # noqa: PLC0415
+    from export.soup import average  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    start, tuned = SegNet(pretrained=False), SegNet(pretrained=False)
+    ref = {k: v.clone() for k, v in tuned.state_dict().items()}
+    mid = average(start, tuned, 0.5).state_dict()
+    key = next(k for k, v in ref.items() if v.is_floating_point() and not torch.equal(v, start.state_dict()[k]))
+    assert torch.allclose(mid[key], (start.state_dict()[key] + ref[key]) / 2)
+    assert main(["soup", "--init", "x.onnx", "--tuned", str(tmp_path), "--weight", "1.5", "--out", str(tmp_path)]) == 2
+    assert "--weight" in capsys.readouterr().err
