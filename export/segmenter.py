@@ -284,6 +284,21 @@ def save_checkpoint(net: SegNet, summary: dict, path: Path) -> None:
     torch.save({"state_dict": net.state_dict(), "summary": json.dumps(summary)}, path)
 
 
+def load_checkpoint(path: Path) -> SegNet:
+    """The network ``save_checkpoint`` wrote to ``path``."""
+    net = SegNet(pretrained=False)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    return net
+
+
+def write_card(out: Path, summary: dict, ship: bool) -> None:
+    """OUT/segmenter.md from ``summary``; with ``ship``, OUT/segmenter.onnx and that card into stream/models."""
+    text = card(summary)
+    (out / "segmenter.md").write_text(text)
+    if ship:
+        ship_model(out / "segmenter.onnx", "segmenter", text)
+
+
 # --------------------------------------------------------------------------- build: train, export, measure
 
 
@@ -467,9 +482,7 @@ def run(args: argparse.Namespace) -> int:
     summary = build_segmenter(
         args.out, cfg, init=args.init, version=args.version, quantize=not args.no_int8 and not args.tiny
     )
-    (args.out / "segmenter.md").write_text(card(summary))
-    if args.ship:
-        ship_model(args.out / "segmenter.onnx", "segmenter", card(summary))
+    write_card(args.out, summary, args.ship)
     print(
         json.dumps(
             {k: summary[k] for k in ("steps", "images_seen", "chosen", "onnx", "torch_vs_ort_class_agreement")},

@@ -25,10 +25,8 @@ from typing import Any
 
 import torch
 
-from export.segmenter import TrainConfig, export_measured
-from export.segmenter_card import card
+from export.segmenter import TrainConfig, export_measured, load_checkpoint, write_card
 from export.segnet import SegNet, load_onnx_weights
-from export.ship import ship_model
 from stream.stages.onnx_model import sha256_file
 
 
@@ -74,15 +72,10 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = TrainConfig(**cfg_dict)
     start = load_onnx_weights(SegNet(pretrained=False), args.init)
-    tuned = SegNet(pretrained=False)
-    tuned.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
-    net = average(start, tuned, args.weight)
+    net = average(start, load_checkpoint(ckpt), args.weight)
     summary = {k: v for k, v in summary.items() if k not in ("torch", "onnx", "chosen", "torch_vs_ort_class_agreement")}
     summary["weight_average"] = {"start_sha256": sha256_file(args.init), "weight": args.weight}
     summary = export_measured(net, summary, cfg, args.out, version=args.version, quantize=not args.no_int8)
-    text = card(summary)
-    (args.out / "segmenter.md").write_text(text)
-    if args.ship:
-        ship_model(args.out / "segmenter.onnx", "segmenter", text)
+    write_card(args.out, summary, args.ship)
     print(json.dumps({k: summary[k] for k in ("chosen", "onnx", "torch_vs_ort_class_agreement")}, indent=2))
     return 0
