@@ -284,13 +284,6 @@ def save_checkpoint(net: SegNet, summary: dict, path: Path) -> None:
     torch.save({"state_dict": net.state_dict(), "summary": json.dumps(summary)}, path)
 
 
-def load_checkpoint(path: Path) -> SegNet:
-    """The network ``save_checkpoint`` wrote to ``path``."""
-    net = SegNet(pretrained=False)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    return net
-
-
 def write_card(out: Path, summary: dict, ship: bool) -> None:
     """OUT/segmenter.md from ``summary``; with ``ship``, OUT/segmenter.onnx and that card into stream/models."""
     text = card(summary)

@@ -127,6 +127,8 @@ def load_onnx_weights(net: SegNet, onnx_path: Path) -> SegNet:
         if name in inits:
             return inits[name]
         node = producers.get(name)
+        if node is not None and node.op_type == "Identity":  # the exporter's stand-in for a repeated initializer
+            return value(node.input[0])
         if node is not None and node.op_type == "DequantizeLinear":
             x, scale = value(node.input[0]), value(node.input[1])
             zero = value(node.input[2]) if len(node.input) > 2 else np.zeros_like(scale)

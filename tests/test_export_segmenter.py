@@ -293,18 +293,56 @@ def test_card_cli_puts_real_and_scene_figures_side_by_side(tmp_path: Path) -> No
     assert "| cand | 90.0% (mean 1.20, max 3) | 5.0% | 20.0% | 90.0% / 95.0% | n/a |" in text
 
 
-def test_soup_weight_average_and_bad_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import torch  # noqa: PLC0415
+@pytest.mark.export
+def test_soup_averages_the_exported_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The soup of two exported segmenters is the average of their folded (conv + batch norm) weights."""
+    torch = pytest.importorskip("torch")
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
 
     from export.__main__ import main  # noqa: PLC0415
-    from export.segnet import SegNet  # noqa: PLC0415
+    from export.onnx_utils import export_onnx  # noqa: PLC0415
+    from export.segmenter import export_wrapper  # noqa: PLC0415
+    from export.segnet import SegNet, load_onnx_weights  # noqa: PLC0415
     from export.soup import average  # noqa: PLC0415
 
-    torch.manual_seed(0)
-    start, tuned = SegNet(pretrained=False), SegNet(pretrained=False)
-    ref = {k: v.clone() for k, v in tuned.state_dict().items()}
-    mid = average(start, tuned, 0.5).state_dict()
-    key = next(k for k, v in ref.items() if v.is_floating_point() and not torch.equal(v, start.state_dict()[k]))
-    assert torch.allclose(mid[key], (start.state_dict()[key] + ref[key]) / 2)
+    def conv_weights(path: Path) -> list[np.ndarray]:
+        g = onnx.load(str(path)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        return [inits[n.input[1]] for n in g.node if n.op_type == "Conv"]
+
+    example = np.zeros((1, 192, 256, 3), np.uint8)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = SegNet(pretrained=False)
+        for m in net.modules():  # batch norms that are not the identity, so folding matters
+            if isinstance(m, torch.nn.BatchNorm2d):
+                torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+                m.running_var.uniform_(0.5, 2.0)
+        paths.append(tmp_path / f"net{seed}.onnx")
+        export_onnx(
+            export_wrapper(net),
+            example,
+            paths[-1],
+            input_name="images",
+            output_names=["classes", "confidence"],
+            metadata={},
+        )
+    nets = [load_onnx_weights(SegNet(pretrained=False), p) for p in paths]
+    mid = tmp_path / "mid.onnx"
+    export_onnx(
+        export_wrapper(average(nets[0], nets[1], 0.25)),
+        example,
+        mid,
+        input_name="images",
+        output_names=["classes", "confidence"],
+        metadata={},
+    )
+    a, b, m = (conv_weights(p) for p in (*paths, mid))
+    assert len(m) == len(a) > 10
+    assert all(np.allclose(wm, 0.75 * wa + 0.25 * wb, atol=1e-6) for wa, wb, wm in zip(a, b, m, strict=True))
+    assert not np.allclose(a[0], b[0])
+
     assert main(["soup", "--init", "x.onnx", "--tuned", str(tmp_path), "--weight", "1.5", "--out", str(tmp_path)]) == 2
     assert "--weight" in capsys.readouterr().err
