@@ -451,6 +451,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=TrainConfig.hands,
         help="share of realistic composites with 1-2 hands in view (real cutouts, relit)",
     )
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the weights and composites")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -461,6 +462,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    if not 0 <= args.seed <= 9:  # training composites start at seed * 10**7, validation ones at 10**8
+        print(f"python -m export segmenter: error: --seed: expected 0-9, found {args.seed}", file=sys.stderr)
+        return 2
     common = {
         "iconic_dir": args.iconic,
         "realism": args.realism,
@@ -468,6 +472,7 @@ def run(args: argparse.Namespace) -> int:
         "freeze_bn": args.init is not None,
         "metal": args.metal,
         "hands": args.hands,
+        "seed": args.seed,
     }
     cfg = TrainConfig(minutes=args.minutes, lr=args.lr, **common)
     if args.tiny:

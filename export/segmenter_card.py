@@ -159,7 +159,7 @@ are in the section after them.
 
 {_stages(earlier)}{_start(cfg, bool(earlier))}AdamW, lr {cfg["lr"]} (encoder x{cfg["encoder_lr_scale"]}),
 cosine schedule over a wall-clock budget, cross-entropy with class weights {tuple(cfg["class_weights"])},
-batch {cfg["batch"]}, 1 CPU thread:
+batch {cfg["batch"]}, seed {cfg.get("seed", 0)}, 1 CPU thread:
 {summary["steps"]} steps, {summary["images_seen"]} images, {summary["minutes"]:.1f} min, final loss
 {summary["final_loss"]:.3f}.{_average(summary)}
 

@@ -210,6 +210,16 @@ def test_segmenter_rejects_a_share_out_of_range(tmp_path: Path, flag: str, capsy
     assert not (tmp_path / "m").exists()
 
 
+def test_segmenter_rejects_a_seed_that_reaches_the_validation_composites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.__main__ import main  # noqa: PLC0415
+
+    assert main(["segmenter", "--out", str(tmp_path / "m"), "--seed", "10", "--tiny"]) == 2
+    assert "--seed: expected 0-9, found 10" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_segment_sets_names_a_wrong_packshot_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.__main__ import main  # noqa: PLC0415
 
