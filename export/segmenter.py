@@ -57,6 +57,13 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- data
 
 
+# Composite seeds: training run ``seed`` draws from ``seed * SEED_STRIDE`` on, validation from
+# ``VAL_SEED0`` on, so seeds 0 .. MAX_SEED never reach the validation composites.
+SEED_STRIDE = 10**7
+VAL_SEED0 = 10**8
+MAX_SEED = VAL_SEED0 // SEED_STRIDE - 1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     minutes: float = 40.0
@@ -173,7 +180,7 @@ def validation_sets(
     cfg: TrainConfig, train_iconic: Sequence[Path], held_iconic: Sequence[Path]
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Held-out seeds with training items; held-out products on held-out counters; scene frames."""
-    seeds = range(10**8, 10**8 + cfg.val_images)
+    seeds = range(VAL_SEED0, VAL_SEED0 + cfg.val_images)
     bgs = _read_backgrounds(cfg.background_images)
     sets = {
         "composites_seen_items": make_batch(
@@ -238,7 +245,7 @@ def train(
     net = net or SegNet(pretrained=True)
     if batch_source is None:
         train_iconic, _ = _iconic(cfg)
-        batch_source = batches(cfg, train_iconic, start=cfg.seed * 10**7)
+        batch_source = batches(cfg, train_iconic, start=cfg.seed * SEED_STRIDE)
     encoder = [p for n, p in net.named_parameters() if n.startswith(("stem", "blocks"))]
     decoder = [p for n, p in net.named_parameters() if not n.startswith(("stem", "blocks"))]
     opt = torch.optim.AdamW(
@@ -462,8 +469,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    if not 0 <= args.seed <= 9:  # training composites start at seed * 10**7, validation ones at 10**8
-        print(f"python -m export segmenter: error: --seed: expected 0-9, found {args.seed}", file=sys.stderr)
+    if not 0 <= args.seed <= MAX_SEED:
+        print(f"python -m export segmenter: error: --seed: expected 0-{MAX_SEED}, found {args.seed}", file=sys.stderr)
         return 2
     common = {
         "iconic_dir": args.iconic,

@@ -321,7 +321,11 @@ def test_soup_averages_the_exported_weights(tmp_path: Path, capsys: pytest.Captu
         inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         return [inits[n.input[1]] for n in g.node if n.op_type == "Conv"]
 
-    example = np.zeros((1, 192, 256, 3), np.uint8)
+    def export(net: SegNet, path: Path) -> Path:
+        example = np.zeros((1, 192, 256, 3), np.uint8)
+        names = ["classes", "confidence"]
+        return export_onnx(export_wrapper(net), example, path, input_name="images", output_names=names, metadata={})
+
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -330,25 +334,9 @@ def test_soup_averages_the_exported_weights(tmp_path: Path, capsys: pytest.Captu
             if isinstance(m, torch.nn.BatchNorm2d):
                 torch.nn.init.uniform_(m.weight, 0.5, 1.5)
                 m.running_var.uniform_(0.5, 2.0)
-        paths.append(tmp_path / f"net{seed}.onnx")
-        export_onnx(
-            export_wrapper(net),
-            example,
-            paths[-1],
-            input_name="images",
-            output_names=["classes", "confidence"],
-            metadata={},
-        )
+        paths.append(export(net, tmp_path / f"net{seed}.onnx"))
     nets = [load_onnx_weights(SegNet(pretrained=False), p) for p in paths]
-    mid = tmp_path / "mid.onnx"
-    export_onnx(
-        export_wrapper(average(nets[0], nets[1], 0.25)),
-        example,
-        mid,
-        input_name="images",
-        output_names=["classes", "confidence"],
-        metadata={},
-    )
+    mid = export(average(nets[0], nets[1], 0.25), tmp_path / "mid.onnx")
     a, b, m = (conv_weights(p) for p in (*paths, mid))
     assert len(m) == len(a) > 10
     assert all(np.allclose(wm, 0.75 * wa + 0.25 * wb, atol=1e-6) for wa, wb, wm in zip(a, b, m, strict=True))
